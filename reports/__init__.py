@@ -1,0 +1,1 @@
+"""Report writers: read results.json and sample JSONL only; no torch."""

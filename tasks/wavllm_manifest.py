@@ -1,0 +1,98 @@
+"""The official WavLLM TSV manifest format (microsoft/SpeechT5, WavLLM/wavllm/test_data).
+
+Columns are read by header name (their order differs between files), with quoting disabled and
+universal newlines (some lines end in CRLF). `n_frames` is ignored: it holds placeholders and
+22.05 kHz lengths; durations come from the audio header. The `audio` column is resolved like this:
+`<audio root>/<value>`, then the part after the last `test_data/` next to the manifest, then the
+value relative to the manifest's folder.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from wavllm_eval.audio import audio_duration_s
+from wavllm_eval.errors import AudioReadError, InputError
+from wavllm_eval.types import AudioRef, Sample
+
+REQUIRED_COLUMNS = ("id", "audio", "prompt", "tgt_text")
+
+
+@dataclass(frozen=True)
+class ManifestRow:
+    id: str
+    audio_path: Path
+    prompt: str
+    target: str
+    with_speech: bool
+    extra: dict[str, str] = field(default_factory=dict)  # e.g. orig_story in CoT-task-story.tsv
+
+
+def resolve_audio(value: str, manifest_dir: Path, audio_root: Path | None = None) -> Path:
+    candidates: list[Path] = []
+    if audio_root is not None:
+        candidates.append(Path(audio_root) / value)
+    if "test_data/" in value:
+        candidates.append(manifest_dir / value.rsplit("test_data/", 1)[1])
+    candidates.append(manifest_dir / value)
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    return candidates[-1]  # missing: the runner records the sample as failed, naming this path
+
+
+def read_manifest(path: Path, audio_root: Path | None = None) -> list[ManifestRow]:
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "manifest not found", "check the path given with --data or --data-dir")
+    with open(path, encoding="utf-8-sig", newline=None) as f:
+        reader = csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+        header = reader.fieldnames or []
+        missing = [c for c in REQUIRED_COLUMNS if c not in header]
+        if missing:
+            raise InputError(path, f"missing column(s) {', '.join(missing)} in the header {header}",
+                             "a WavLLM manifest has the columns id, audio, n_frames, prompt, tgt_text, with_speech")
+        rows: list[ManifestRow] = []
+        for line_number, raw in enumerate(reader, start=2):
+            if None in raw or any(raw.get(c) is None for c in REQUIRED_COLUMNS):
+                found = sum(v is not None for k, v in raw.items() if k is not None) + len(raw.get(None) or [])
+                raise InputError(f"{path}:{line_number}", f"expected {len(header)} tab-separated fields, found {found}",
+                                 "fix the row or re-export the manifest")
+            known = {"id", "audio", "n_frames", "prompt", "tgt_text", "with_speech"}
+            rows.append(ManifestRow(
+                id=raw["id"],
+                audio_path=resolve_audio(raw["audio"], path.parent, audio_root),
+                prompt=raw["prompt"],
+                target=raw["tgt_text"],
+                with_speech=raw.get("with_speech", "True") == "True",
+                extra={k: v for k, v in raw.items() if k not in known and k is not None},
+            ))
+    return rows
+
+
+def manifest_samples(path: Path, audio_root: Path | None = None) -> Iterator[Sample]:
+    """Samples of a manifest, in file order; the manifest's prompt becomes the instruction."""
+    for row in read_manifest(path, audio_root):
+        yield Sample(
+            id=row.id,
+            audio=(AudioRef(row.audio_path),),
+            reference=row.target,
+            instruction=row.prompt,
+            duration_s=header_duration_s(row.audio_path),
+            meta={"source": "wavllm-manifest", **row.extra},
+        )
+
+
+def header_duration_s(path: Path) -> float:
+    """Duration from the header, 0.0 when unreadable (the runner then records why it failed)."""
+    try:
+        return audio_duration_s(path)
+    except AudioReadError:
+        return 0.0
+
+
+def is_manifest(path: Path) -> bool:
+    return Path(path).suffix.lower() == ".tsv"

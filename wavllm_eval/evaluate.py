@@ -1,0 +1,223 @@
+"""The one pipeline that the CLI, tests and notebooks share: load -> run -> score -> results.json."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import platform
+import resource
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+from wavllm_eval import __version__
+from wavllm_eval.adapter import ModelAdapter, model_config
+from wavllm_eval.errors import InputError
+from wavllm_eval.registry import make_task, model_class
+from wavllm_eval.runner import RunOptions, Runner, TaskRun
+from wavllm_eval.store import SampleStore
+from wavllm_eval.task import Task
+from wavllm_eval.types import Record, Sample, TaskResult
+
+log = logging.getLogger(__name__)
+
+RECORDED_PACKAGES = ("torch", "transformers", "peft", "numpy", "jiwer", "sacrebleu", "whisper-normalizer",
+                     "soundfile", "soxr", "scikit-learn", "rouge-score", "bert-score", "pocketsphinx")
+
+
+@dataclass(frozen=True)
+class EvaluationRequest:
+    task_ids: Sequence[str]
+    model_id: str
+    output_dir: Path
+    data_dir: Path | None = None
+    data_overrides: Mapping[str, Path] = field(default_factory=dict)
+    model_path: Path | None = None
+    options: RunOptions = RunOptions()
+
+
+@dataclass(frozen=True)
+class EvaluationOutcome:
+    results_path: Path
+    results: dict[str, Any]
+    model_loaded: bool
+    runs: Mapping[str, TaskRun]
+
+
+def evaluate(request: EvaluationRequest, adapter: ModelAdapter | None = None) -> EvaluationOutcome:
+    """Run `request` end to end. The model is loaded only when some sample is still pending, so a
+    finished run re-scores from its JSONL without touching the model. `adapter` injects a ready one."""
+    started = _now()
+    options = request.options
+    adapter_cls = type(adapter) if adapter is not None else model_class(request.model_id)
+    config = model_config(adapter_cls, request.model_id, request.model_path, options.dtype)
+    config_hash = _hash_json(config)[:16]
+    store = SampleStore(request.output_dir / request.model_id)
+    previous = store.read_results()
+    _check_same_model(store, previous, config_hash, options.resume)
+
+    tasks = [make_task(t) for t in request.task_ids]
+    paths = {task.id: _data_path(task, request) for task in tasks}
+    samples = {task.id: _load_samples(task, paths[task.id], options.limit) for task in tasks}
+
+    probe = Runner(None, store, options)
+    pending = {task.id: len(probe.pending(task, samples[task.id])) if options.resume else len(samples[task.id])
+               for task in tasks}
+    model_loaded = False
+    if any(pending.values()) and adapter is None:
+        log.info("loading model %s", request.model_id)
+        adapter = adapter_cls.load(request.model_path, options.device, options.dtype)  # type: ignore[attr-defined]
+        model_loaded = True
+    runner = Runner(adapter, store, options)
+
+    runs: dict[str, TaskRun] = {}
+    task_entries: dict[str, Any] = dict(previous.get("tasks", {}))
+    for task in tasks:
+        log.info("%s: %d samples, %d to run", task.id, len(samples[task.id]), pending[task.id])
+        runs[task.id] = runner.run(task, samples[task.id])
+        result = score_task(task, store.load(task.id), [s.id for s in samples[task.id]])
+        entry = result.to_json()
+        if runs[task.id].model_calls:
+            entry["throughput"] = runs[task.id].throughput.to_json()
+        elif "throughput" in task_entries.get(task.id, {}):
+            entry["throughput"] = task_entries[task.id]["throughput"]
+        task_entries[task.id] = entry
+
+    describe = dict(adapter.describe()) if adapter is not None else previous.get("model", {}).get("details", {})
+    results = {
+        "model": {"id": request.model_id, "path": config["path"], "config_hash": config_hash,
+                  "config": config, "details": describe},
+        "tasks": task_entries,
+        "meta": {
+            "started": started,
+            "finished": _now(),
+            "harness_version": __version__,
+            "versions": package_versions(),
+            "git_sha": harness_git_sha(),
+            "data_hashes": {**previous.get("meta", {}).get("data_hashes", {}),
+                            **{t.id: data_hash(samples[t.id]) for t in tasks}},
+            "data_paths": {**previous.get("meta", {}).get("data_paths", {}),
+                           **{t.id: str(paths[t.id]) for t in tasks}},
+            "seed": options.seed,
+            "options": {"batch_size": options.batch_size or "auto", "batch_audio_s": options.batch_audio_s,
+                        "limit": options.limit, "device": options.device, "dtype": options.dtype,
+                        "resume": options.resume},
+            "hardware": hardware(),
+            "peak_memory": peak_memory(),
+            "command": " ".join(sys.argv),
+        },
+    }
+    path = store.write_results(results)
+    return EvaluationOutcome(path, results, model_loaded, runs)
+
+
+def score_task(task: Task, records: Sequence[Record], sample_ids: Sequence[str]) -> TaskResult:
+    """Score the records of this run's sample set (a `--limit` run scores only its samples)."""
+    wanted = set(sample_ids)
+    by_id = {r.id: r for r in records if r.id in wanted}
+    missing = wanted - set(by_id)
+    if missing:
+        raise RuntimeError(f"{task.id}: {len(missing)} samples have no record after the run")
+    return task.score([by_id[i] for i in sample_ids])
+
+
+def _data_path(task: Task, request: EvaluationRequest) -> Path:
+    if task.id in request.data_overrides:
+        return Path(request.data_overrides[task.id])
+    if request.data_dir is None:
+        raise InputError(None, f"no data for task {task.id}", f"pass --data-dir DATA or --data {task.id}=PATH")
+    return task.default_data_path(Path(request.data_dir))
+
+
+def _load_samples(task: Task, path: Path, limit: int | None) -> list[Sample]:
+    if not path.exists():
+        raise InputError(path, f"data for {task.id} not found",
+                         f"unpack the dataset under --data-dir in its released layout, or pass --data {task.id}=PATH")
+    samples = list(task.load(path))
+    if limit is not None:
+        samples = samples[:limit]
+    if not samples:
+        raise InputError(path, f"no samples for {task.id}", "check that the folder holds the released files")
+    return samples
+
+
+def _check_same_model(store: SampleStore, previous: Mapping[str, Any], config_hash: str, resume: bool) -> None:
+    old = previous.get("model", {}).get("config_hash")
+    if resume and old and old != config_hash:
+        raise InputError(store.results_path,
+                         f"holds samples from another model configuration (config_hash {old}, now {config_hash})",
+                         "use a new --output-dir, or --no-resume to overwrite")
+
+
+def data_hash(samples: Sequence[Sample]) -> str:
+    """sha256 over (id, reference, audio file names and sizes): the test set's identity, not its path."""
+    digest = hashlib.sha256()
+    for s in sorted(samples, key=lambda x: x.id):
+        audio = ",".join(f"{ref.path.name}:{_size(ref.path)}:{ref.offset_s}:{ref.duration_s}" for ref in s.audio)
+        digest.update(f"{s.id}\t{s.reference}\t{audio}\n".encode())
+    return digest.hexdigest()
+
+
+def package_versions() -> dict[str, str]:
+    out = {"python": platform.python_version(), "wavllm-eval": __version__}
+    for name in RECORDED_PACKAGES:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return out
+
+
+def harness_git_sha() -> str | None:
+    """The harness checkout's commit (with `+dirty`), or None for an installed wheel."""
+    root = Path(__file__).resolve().parent.parent
+    if not (root / ".git").exists():
+        return None
+    try:
+        sha = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=5, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return sha + ("+dirty" if dirty else "")
+
+
+def hardware() -> dict[str, Any]:
+    info: dict[str, Any] = {"platform": platform.platform(), "machine": platform.machine(),
+                            "cpu_count": os.cpu_count()}
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+        info["gpu_count"] = torch.cuda.device_count()
+    return info
+
+
+def peak_memory() -> dict[str, float]:
+    out = {"rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        out["gpu_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    return out
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return -1
+
+
+def _hash_json(data: Any) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")

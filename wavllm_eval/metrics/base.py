@@ -1,0 +1,103 @@
+"""The metric contract: per-sample statistic rows, reduced to a corpus value.
+
+Most corpus metrics (WER, BLEU, accuracy, UA) are functions of *summed* rows; those implement
+`from_totals`, which works on a whole stack of bootstrap totals at once (milliseconds for 1000
+resamples). Metrics that are not sums of rows (EER) override `reduce` instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from wavllm_eval.types import Record
+
+BOOTSTRAP_RESAMPLES = 1000
+
+
+@runtime_checkable
+class Metric(Protocol):
+    name: str
+    higher_is_better: bool
+
+    def update(self, records: Sequence[Record]) -> None: ...
+
+    def compute(self) -> float: ...
+
+    def bootstrap(self, n: int = BOOTSTRAP_RESAMPLES, seed: int = 1) -> tuple[float, float]: ...
+
+
+class RowMetric:
+    """Base for metrics whose state is one row of statistics per sample, keyed by sample id."""
+
+    name: str = ""
+    higher_is_better: bool = True
+    n_stats: int = 1
+
+    def __init__(self) -> None:
+        self.ids: list[str] = []
+        self._rows: list[Sequence[float]] = []
+
+    # --- to implement -------------------------------------------------------------------------
+    def row(self, record: Record) -> Sequence[float]:
+        """The sufficient statistics of one scored sample."""
+        raise NotImplementedError
+
+    def from_totals(self, totals: np.ndarray) -> np.ndarray:
+        """Corpus value(s) from column sums; `totals` has shape (..., n_stats)."""
+        raise NotImplementedError
+
+    # --- shared ------------------------------------------------------------------------------
+    def update(self, records: Sequence[Record]) -> None:
+        for record in records:
+            self.ids.append(record.id)
+            self._rows.append(self.row(record))
+
+    @property
+    def rows(self) -> np.ndarray:
+        return np.asarray(self._rows, dtype=np.float64).reshape(len(self._rows), self.n_stats)
+
+    def reduce(self, rows: np.ndarray) -> float:
+        """Corpus value of a set of rows (default: a function of their column sums)."""
+        return float(self.from_totals(rows.sum(axis=0)))
+
+    def compute(self) -> float:
+        if not self._rows:
+            return float("nan")
+        return self.reduce(self.rows)
+
+    def resampled_values(self, indices: np.ndarray) -> np.ndarray:
+        """Corpus values for each row of an index matrix (n_resamples, n_rows)."""
+        rows = self.rows
+        if type(self).reduce is RowMetric.reduce:
+            totals = rows[indices].sum(axis=1)  # (n_resamples, n_stats)
+            return np.asarray(self.from_totals(totals), dtype=np.float64)
+        return np.array([self.reduce(rows[i]) for i in indices], dtype=np.float64)
+
+    def bootstrap(self, n: int = BOOTSTRAP_RESAMPLES, seed: int = 1) -> tuple[float, float]:
+        """Percentile 95 % CI over samples resampled with replacement (seeded, so reruns agree)."""
+        if not self._rows:
+            return (float("nan"), float("nan"))
+        indices = bootstrap_indices(len(self._rows), n, seed)
+        values = self.resampled_values(indices)
+        values = values[~np.isnan(values)]
+        if values.size == 0:
+            return (float("nan"), float("nan"))
+        low, high = np.percentile(values, [2.5, 97.5])
+        return (float(low), float(high))
+
+
+def bootstrap_indices(n_rows: int, n_resamples: int, seed: int) -> np.ndarray:
+    """One index matrix, so paired comparisons can reuse exactly the same resamples."""
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, n_rows, size=(n_resamples, n_rows))
+
+
+def safe_ratio(numerator: np.ndarray, denominator: np.ndarray, scale: float = 100.0) -> np.ndarray:
+    """scale * num / den, NaN where den is 0 (an undefined rate is never silently 0)."""
+    numerator = np.asarray(numerator, dtype=np.float64)
+    denominator = np.asarray(denominator, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(denominator > 0, scale * numerator / np.where(denominator > 0, denominator, 1), np.nan)

@@ -1,0 +1,80 @@
+"""Versioned text normalisers. Records keep raw model text; normalisation happens at scoring time,
+so a better normaliser re-scores old runs, and results name the normaliser that produced them."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
+from importlib.metadata import PackageNotFoundError, version
+
+
+@dataclass(frozen=True)
+class Normaliser:
+    name: str
+    identity: str  # recorded in results.json: name, version and the package that implements it
+    apply: Callable[[str], str]
+
+    def __call__(self, text: str) -> str:
+        return self.apply(text)
+
+
+@cache
+def whisper_english() -> Normaliser:
+    """OpenAI Whisper's EnglishTextNormalizer with its full British->American spelling map.
+
+    The `whisper-normalizer` wheel ships `english.json` (1,739 entries); transformers' copy of the
+    class needs that map passed in and gives identical output with it. This is the normaliser behind
+    the 2023-2025 open_asr_leaderboard numbers and the WavLLM/Qwen2-Audio papers' comparisons.
+    """
+    from whisper_normalizer.english import EnglishTextNormalizer
+
+    impl = EnglishTextNormalizer()
+    return Normaliser(
+        "whisper_english", f"whisper-english/whisper-normalizer=={_version('whisper-normalizer')}", impl
+    )
+
+
+def _lowercase_no_punctuation(text: str) -> str:
+    text = unicodedata.normalize("NFKC", text).lower()
+    text = re.sub(r"[’'`]", "", text)  # apostrophes join: "don't" and "dont" compare equal
+    text = "".join(" " if unicodedata.category(ch).startswith("P") else ch for ch in text)
+    return " ".join(text.split())
+
+
+LOWERCASE_NO_PUNCTUATION = Normaliser("lc_nopunct", "lc_nopunct/v1", _lowercase_no_punctuation)
+"""Lower-case, apostrophes deleted, other Unicode punctuation -> space (hyphenated words split)."""
+
+RAW = Normaliser("raw", "raw/v1", lambda text: " ".join(text.split()))
+"""Whitespace split only: fairseq `--scoring wer` defaults, what WavLLM's released script prints."""
+
+
+def _version(package: str) -> str:
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "unknown"
+
+
+_ANSWER_PREFIX = re.compile(
+    r"""^\s*(?:sure[,!.]?\s*)?(?:here\s+is\s+|here's\s+)?(?:the\s+)?
+        (?:transcription|transcript|text|spoken\s+content)(?:\s+of\s+the\s+(?:audio|speech|clip|recording))?
+        \s*(?:is|reads)?\s*[:：]\s*""",
+    re.IGNORECASE | re.VERBOSE,
+)
+
+
+def strip_transcript_preamble(text: str) -> str:
+    """Drop a chatty lead-in ("The transcription is: ...") and wrapping quotes from an ASR answer.
+
+    Only a lead-in that ends in a colon is removed, so a transcript that happens to start with
+    "the text" is left alone.
+    """
+    stripped = _ANSWER_PREFIX.sub("", text, count=1).strip()
+    if len(stripped) >= 2 and stripped[0] == stripped[-1] and stripped[0] in "\"'“”":
+        stripped = stripped[1:-1].strip()
+    elif len(stripped) >= 2 and stripped[0] == "“" and stripped[-1] == "”":
+        stripped = stripped[1:-1].strip()
+    return stripped

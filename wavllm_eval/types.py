@@ -1,0 +1,154 @@
+"""The core nouns that flow between modules: samples in, records out.
+
+Everything here is a frozen dataclass so that a task, the runner and an adapter can never mutate
+each other's state; the only arrays (decoded waveforms) ride on `Prompt.waveforms`, filled by the runner.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+SAMPLE_RATE_HZ = 16_000
+Status = Literal["ok", "failed", "skipped"]
+
+
+@dataclass(frozen=True)
+class AudioRef:
+    """Where a clip lives; MuST-C segments point into a whole talk with an offset."""
+
+    path: Path
+    offset_s: float = 0.0
+    duration_s: float | None = None  # None: to the end of the file
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One test item as the corpus defines it; `id` is the corpus's own id (resume and pairing key)."""
+
+    id: str
+    audio: tuple[AudioRef, ...]
+    reference: str
+    instruction: str = ""  # when the manifest ships one
+    choices: tuple[str, ...] = ()
+    duration_s: float = 0.0  # total audio seconds, read from the file header
+    meta: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, eq=False)
+class Prompt:
+    """A model-neutral request; each adapter applies its own chat template around `text`."""
+
+    sample_id: str
+    text: str
+    audio: tuple[AudioRef, ...]
+    choices: tuple[str, ...] = ()
+    max_new_tokens: int = 256
+    # Decoded 16 kHz mono float32 audio, one array per AudioRef; filled by the runner.
+    waveforms: tuple[np.ndarray, ...] = ()
+
+
+@dataclass(frozen=True)
+class Generation:
+    """What an adapter returns for one prompt."""
+
+    text: str
+    n_new_tokens: int = 0
+    choice_logprobs: tuple[float, ...] = ()
+
+
+@dataclass(frozen=True)
+class Record:
+    """One line of samples/<task>.jsonl: raw model output, so better parsers can re-score old runs."""
+
+    id: str
+    prediction: str
+    reference: str
+    status: Status
+    error: str = ""
+    choice_logprobs: tuple[float, ...] = ()
+    meta: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        line: dict[str, Any] = {
+            "id": self.id,
+            "prediction": self.prediction,
+            "reference": self.reference,
+            "status": self.status,
+        }
+        if self.error:
+            line["error"] = self.error
+        if self.choice_logprobs:
+            line["choice_logprobs"] = list(self.choice_logprobs)
+        if self.meta:
+            line["meta"] = dict(self.meta)
+        return line
+
+    @classmethod
+    def from_json(cls, line: Mapping[str, Any]) -> Record:
+        status = line.get("status", "ok")
+        if status not in ("ok", "failed", "skipped"):
+            raise ValueError(f"unknown status {status!r}")
+        return cls(
+            id=str(line["id"]),
+            prediction=str(line.get("prediction", "")),
+            reference=str(line.get("reference", "")),
+            status=status,
+            error=str(line.get("error", "")),
+            choice_logprobs=tuple(float(x) for x in line.get("choice_logprobs", ())),
+            meta=dict(line.get("meta", {})),
+        )
+
+
+@dataclass(frozen=True)
+class TaskResult:
+    """One task's entry in results.json (CONTRACT.md): metrics on the scales papers print."""
+
+    metrics: Mapping[str, float]
+    ci95: Mapping[str, tuple[float, float]]
+    n_total: int
+    n_scored: int
+    n_failed: int
+    n_skipped: int
+    headline: str = ""
+    higher_is_better: Mapping[str, bool] = field(default_factory=dict)
+    settings: Mapping[str, Any] = field(default_factory=dict)  # normaliser identity, BLEU signature...
+    extra: Mapping[str, Any] = field(default_factory=dict)  # parse failures, confusion matrices...
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "metrics": {k: _round(v) for k, v in self.metrics.items()},
+            "ci95": {k: [_round(lo), _round(hi)] for k, (lo, hi) in self.ci95.items()},
+            "n_total": self.n_total,
+            "n_scored": self.n_scored,
+            "n_failed": self.n_failed,
+            "n_skipped": self.n_skipped,
+            "headline": self.headline,
+            "higher_is_better": dict(self.higher_is_better),
+            "settings": dict(self.settings),
+            **({"extra": dict(self.extra)} if self.extra else {}),
+        }
+
+    @classmethod
+    def from_json(cls, entry: Mapping[str, Any]) -> TaskResult:
+        return cls(
+            metrics=dict(entry["metrics"]),
+            ci95={k: (float(v[0]), float(v[1])) for k, v in entry.get("ci95", {}).items()},
+            n_total=int(entry["n_total"]),
+            n_scored=int(entry["n_scored"]),
+            n_failed=int(entry["n_failed"]),
+            n_skipped=int(entry["n_skipped"]),
+            headline=str(entry.get("headline", "")),
+            higher_is_better=dict(entry.get("higher_is_better", {})),
+            settings=dict(entry.get("settings", {})),
+            extra=dict(entry.get("extra", {})),
+        )
+
+
+def _round(value: float) -> float:
+    """Six decimals: enough for any published metric, stable in diffs."""
+    return float("nan") if value != value else round(float(value), 6)
