@@ -1,0 +1,45 @@
+"""Normalisers and answer cleaning on the cases that move WER numbers."""
+
+from __future__ import annotations
+
+import pytest
+
+from wavllm_eval.text import LOWERCASE_NO_PUNCTUATION, RAW, strip_transcript_preamble, whisper_english
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("twenty one apples", "21 apples"),  # spelled numbers -> digits
+        ("I'm gonna", "i am going to"),  # contractions
+        ("won't", "will not"),
+        ("The colour of the theatre", "the color of the theater"),  # British -> American
+        ("Mr. Smith", "mister smith"),
+        ("uh hello [noise] world", "hello world"),  # fillers and bracketed spans
+    ],
+)
+def test_whisper_english(text, expected):
+    assert whisper_english()(text).split() == expected.split()
+
+
+def test_whisper_identity_names_the_implementation():
+    assert whisper_english().identity.startswith("whisper-english/whisper-normalizer==")
+
+
+def test_lowercase_no_punctuation():
+    assert LOWERCASE_NO_PUNCTUATION("Don't stop, FLOUR-fattened!") == "dont stop flour fattened"
+    assert RAW("  Hello   World ") == "Hello World"
+
+
+@pytest.mark.parametrize(
+    ("answer", "transcript"),
+    [
+        ("The transcription is: he hoped there would be stew", "he hoped there would be stew"),
+        ('Sure! Here is the transcript: "he hoped"', "he hoped"),
+        ("Transcription of the audio: hello world", "hello world"),
+        ("the text was long", "the text was long"),  # no colon: not a preamble
+        ("he hoped there would be stew", "he hoped there would be stew"),
+    ],
+)
+def test_strip_transcript_preamble(answer, transcript):
+    assert strip_transcript_preamble(answer) == transcript
