@@ -60,7 +60,7 @@ class BaseTask:
 
     def scored_metrics(self, records: Sequence[Record]) -> list[RowMetric]:
         """Metrics updated with the `ok` records: rows keyed by sample id, for CIs and paired tests."""
-        ok = [r for r in records if r.status == "ok"]
+        ok = [r for r in dedupe_by_id(records) if r.status == "ok"]
         metrics = self.make_metrics()
         for metric in metrics:
             metric.update(ok)
@@ -89,8 +89,9 @@ class BaseTask:
 
 
 def dedupe_by_id(records: Sequence[Record]) -> list[Record]:
-    """Keep the last record per id (a re-run sample supersedes an earlier line), in first-seen order."""
+    """The last record per id (a re-run sample supersedes an earlier line), sorted by id: scoring
+    and its bootstrap never depend on the order in which batches happened to finish."""
     latest: dict[str, Record] = {}
     for record in records:
         latest[record.id] = record
-    return list(latest.values())
+    return [latest[key] for key in sorted(latest)]
