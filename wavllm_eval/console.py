@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 
 console = Console(stderr=True)
-stdout = Console()
+stdout = Console(width=None if Console().is_terminal else 160)  # tables unwrapped in pipes and CI logs
 
 log = logging.getLogger("wavllm_eval")
 
