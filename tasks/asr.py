@@ -14,6 +14,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from wavllm_eval.tasks.wavllm_manifest import header_duration_s, is_manifest, manifest_samples
+
 from wavllm_eval.errors import InputError
 from wavllm_eval.metrics.base import RowMetric
 from wavllm_eval.metrics.wer import WordErrorRate
@@ -21,7 +23,6 @@ from wavllm_eval.registry import register_task
 from wavllm_eval.task import BaseTask
 from wavllm_eval.text import LOWERCASE_NO_PUNCTUATION, RAW, strip_transcript_preamble, whisper_english
 from wavllm_eval.types import AudioRef, Prompt, Sample
-from wavllm_eval.tasks.wavllm_manifest import header_duration_s, is_manifest, manifest_samples
 
 log = logging.getLogger(__name__)
 

@@ -92,8 +92,9 @@ def test_end_to_end_run_matches_an_independent_wer(real_speech_corpus, tmp_path,
 
 
 def test_shared_librispeech_clip_is_recognised(shared_data):
-    from wavllm_eval.audio import load_audio
     from wavllm_eval.model_zoo.pocketsphinx import PocketSphinxAdapter
+
+    from wavllm_eval.audio import load_audio
     from wavllm_eval.types import AudioRef, Prompt
 
     adapter = PocketSphinxAdapter.load()

@@ -21,7 +21,7 @@ from wavllm_eval import __version__
 from wavllm_eval.adapter import ModelAdapter, model_config
 from wavllm_eval.errors import InputError
 from wavllm_eval.registry import make_task, model_class
-from wavllm_eval.runner import RunOptions, Runner, TaskRun
+from wavllm_eval.runner import Runner, RunOptions, TaskRun
 from wavllm_eval.store import SampleStore
 from wavllm_eval.task import Task
 from wavllm_eval.types import Record, Sample, TaskResult
