@@ -95,4 +95,10 @@ def header_duration_s(path: Path) -> float:
 
 
 def is_manifest(path: Path) -> bool:
-    return Path(path).suffix.lower() == ".tsv"
+    """A WavLLM manifest: a .tsv whose header has the `tgt_text` column (a CoVoST TSV has not)."""
+    path = Path(path)
+    if path.suffix.lower() != ".tsv" or not path.is_file():
+        return False
+    with open(path, encoding="utf-8-sig") as f:
+        header = f.readline().rstrip("\r\n").split("\t")
+    return "tgt_text" in header

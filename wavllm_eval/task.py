@@ -61,7 +61,9 @@ class BaseTask:
     def scored_metrics(self, records: Sequence[Record]) -> list[RowMetric]:
         """Metrics updated with the `ok` records: rows keyed by sample id, for CIs and paired tests."""
         ok = [r for r in dedupe_by_id(records) if r.status == "ok"]
-        metrics = self.make_metrics()
+        scored_choices = any(r.choice_logprobs for r in ok)
+        # Constrained-choice metrics exist only when the model scored candidates: absent, never 0.
+        metrics = [m for m in self.make_metrics() if scored_choices or not getattr(m, "needs_choice_logprobs", False)]
         for metric in metrics:
             metric.update(ok)
         return metrics

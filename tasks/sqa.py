@@ -1,0 +1,70 @@
+"""Spoken QA: the WavLLM Gaokao English listening test (2,000 three-option questions), accuracy.
+
+The manifest's prompt holds the question and options A-C; the chosen letter is extracted from free
+text (a bare letter, "option B", "(C)", or the option's own words); unparsed answers are counted
+and scored wrong. Candidate scoring over "A", "B", "C" gives the constrained-choice accuracy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from wavllm_eval.answers import extract_option, parse_options
+from wavllm_eval.metrics.base import RowMetric
+from wavllm_eval.metrics.classification import Accuracy, argmax_choice
+from wavllm_eval.registry import register_task
+from wavllm_eval.task import BaseTask
+from wavllm_eval.tasks.wavllm_manifest import manifest_samples
+from wavllm_eval.types import Prompt, Record, Sample
+
+LETTERS = ("A", "B", "C")
+
+
+def _options(record: Record) -> dict[str, str]:
+    return parse_options(str(record.meta.get("prompt", "")))[1]
+
+
+def chosen_option(record: Record) -> str | None:
+    return extract_option(record.prediction, _options(record))
+
+
+def _target(record: Record) -> str:
+    return record.reference.strip().upper()
+
+
+@register_task("gaokao-sqa", group="sqa")
+class GaokaoSQA(BaseTask):
+    """Gaokao English listening comprehension (WavLLM, 2,000 questions, options A-C): accuracy (%)."""
+
+    version = 1
+    max_new_tokens = 64
+
+    def default_data_path(self, data_dir: Path) -> Path:
+        return data_dir / "wavllm" / "gaokao.tsv"
+
+    def load(self, data: Path) -> Iterator[Sample]:
+        for sample in manifest_samples(data):
+            _, options = parse_options(sample.instruction)
+            yield Sample(sample.id, sample.audio, sample.reference, sample.instruction,
+                         choices=tuple(options) or LETTERS, duration_s=sample.duration_s,
+                         meta={**sample.meta, "prompt": sample.instruction})
+
+    def build_prompt(self, sample: Sample) -> Prompt:
+        return Prompt(sample.id, sample.instruction, sample.audio, choices=sample.choices,
+                      max_new_tokens=self.max_new_tokens)
+
+    def make_metrics(self) -> list[RowMetric]:
+        return [
+            Accuracy("accuracy", chosen_option, _target),
+            Accuracy("accuracy_choice", lambda r: argmax_choice(r, LETTERS), _target, needs_choice_logprobs=True),
+        ]
+
+    def settings(self) -> Mapping[str, Any]:
+        return {"answer_extraction": "extract_option/v1 (letter patterns, then a uniquely quoted option text)"}
+
+    def extra(self, records: Sequence[Record]) -> Mapping[str, Any]:
+        ok = [r for r in records if r.status == "ok"]
+        unparsed = sum(chosen_option(r) is None for r in ok)
+        return {"unparsed": unparsed, "unparsed_rate": round(100 * unparsed / len(ok), 4) if ok else 0.0}

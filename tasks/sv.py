@@ -1,0 +1,116 @@
+"""Speaker verification on VoxCeleb1-O (cleaned list `veri_test2.txt`): yes/no accuracy, EER, minDCF.
+
+Each trial line is `<label> <enroll> <test>` with paths under `wav/`; label 1 is the same speaker.
+A sample carries both clips; the model adapter decides how to present two utterances (SALMONN joins
+them with 0.1 s of silence). The question follows WavLLM's sv.tsv, whose single clip holds two
+utterances: "only one speaker" = Yes = same speaker (a target trial). With candidate scoring, the
+trial score is log P(Yes) − log P(No), giving EER and minDCF at P_target 0.01 and 0.05.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from wavllm_eval.answers import extract_yes_no
+from wavllm_eval.errors import InputError
+from wavllm_eval.metrics.base import RowMetric
+from wavllm_eval.metrics.classification import Accuracy, argmax_choice
+from wavllm_eval.metrics.verification import EqualErrorRate, MinDCF
+from wavllm_eval.registry import register_task
+from wavllm_eval.task import BaseTask
+from wavllm_eval.tasks.wavllm_manifest import header_duration_s, is_manifest, manifest_samples
+from wavllm_eval.types import AudioRef, Prompt, Record, Sample
+
+WAVLLM_SV_INSTRUCTION = "Is there only one speaker in the audio clip?"
+CHOICES = ("Yes", "No")
+
+
+def _target(record: Record) -> str:
+    return record.reference.strip().lower()
+
+
+def _trial_label(record: Record) -> int:
+    return int(_target(record) == "yes")
+
+
+def _trial_score(record: Record) -> float:
+    if len(record.choice_logprobs) != 2:
+        raise ValueError(f"sample {record.id}: expected log-probs for {CHOICES}, got {record.choice_logprobs}")
+    return record.choice_logprobs[0] - record.choice_logprobs[1]
+
+
+@register_task("voxceleb1-sv", group="sv")
+class VoxCeleb1Verification(BaseTask):
+    """VoxCeleb1-O cleaned (37,611 trials): yes/no accuracy, and EER/minDCF from log P(yes) − log P(no)."""
+
+    version = 1
+    max_new_tokens = 64
+
+    def default_data_path(self, data_dir: Path) -> Path:
+        return data_dir / "voxceleb1" / "veri_test2.txt"
+
+    def load(self, data: Path) -> Iterator[Sample]:
+        if is_manifest(data):
+            yield from manifest_samples(data)
+            return
+        yield from read_trials(data)
+
+    def build_prompt(self, sample: Sample) -> Prompt:
+        return Prompt(sample.id, sample.instruction or WAVLLM_SV_INSTRUCTION, sample.audio, choices=CHOICES,
+                      max_new_tokens=self.max_new_tokens)
+
+    def make_metrics(self) -> list[RowMetric]:
+        return [
+            Accuracy("accuracy", lambda r: extract_yes_no(r.prediction), _target),
+            Accuracy("accuracy_choice", lambda r: argmax_choice(r, CHOICES).lower(), _target,
+                     needs_choice_logprobs=True),
+            EqualErrorRate("eer", _trial_score, _trial_label),
+            MinDCF("min_dcf_0.01", _trial_score, _trial_label, p_target=0.01),
+            MinDCF("min_dcf_0.05", _trial_score, _trial_label, p_target=0.05),
+        ]
+
+    def settings(self) -> Mapping[str, Any]:
+        import sklearn
+
+        return {"answer_extraction": "extract_yes_no/v1 (first yes|no word, then speaker-count phrases)",
+                "score": "log P(Yes) - log P(No)", "eer": f"sklearn {sklearn.__version__} roc_curve, max(FPR, FNR) "
+                "at argmin |FNR - FPR| (voxceleb_trainer)", "min_dcf": "normalised, C_miss = C_fa = 1"}
+
+    def extra(self, records: Sequence[Record]) -> Mapping[str, Any]:
+        ok = [r for r in records if r.status == "ok"]
+        unparsed = sum(extract_yes_no(r.prediction) is None for r in ok)
+        return {"unparsed": unparsed, "unparsed_rate": round(100 * unparsed / len(ok), 4) if ok else 0.0}
+
+
+def read_trials(path: Path) -> Iterator[Sample]:
+    """Every trial of a VoxCeleb trial list, in file order; clips resolve under `<list dir>/wav/`."""
+    if not path.is_file():
+        raise InputError(path, "trial list not found", "put veri_test2.txt in DATA/voxceleb1/ beside wav/")
+    wav_root = path.parent / "wav"
+    seen: dict[str, int] = {}
+    durations: dict[Path, float] = {}
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        fields = line.split()
+        if len(fields) != 3 or fields[0] not in ("0", "1"):
+            raise InputError(f"{path}:{number}", f"expected `<0|1> <enroll.wav> <test.wav>`, found {line!r}",
+                             "use the official veri_test2.txt")
+        label, enroll, test = fields
+        trial_id = f"{enroll} {test}"
+        seen[trial_id] = seen.get(trial_id, 0) + 1
+        if seen[trial_id] > 1:
+            trial_id = f"{trial_id} #{seen[trial_id]}"
+        clips = (wav_root / enroll, wav_root / test)
+        for clip in clips:
+            if clip not in durations:
+                durations[clip] = header_duration_s(clip)
+        yield Sample(
+            id=trial_id,
+            audio=tuple(AudioRef(c) for c in clips),
+            reference="Yes" if label == "1" else "No",
+            duration_s=durations[clips[0]] + durations[clips[1]],
+            meta={"enroll_speaker": enroll.split("/")[0], "test_speaker": test.split("/")[0]},
+        )

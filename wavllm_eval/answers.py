@@ -1,0 +1,102 @@
+"""Answer extraction from free model text for closed-set tasks; `None` means "unparsed", an outcome
+that is counted and scored as wrong, never dropped (VoiceBench's random fallback is what we avoid)."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Mapping
+
+_YES_NO = re.compile(r"\b(yes|no)\b")
+_SAME_SPEAKER = re.compile(r"\b(only one|one single|a single|just one|the same|same) (speaker|person|voice|individual)")
+_DIFFERENT_SPEAKERS = re.compile(
+    r"\b(two|2|three|multiple|several|different|more than one|distinct) (speakers|people|persons|voices|individuals)")
+
+
+def _plain(text: str) -> str:
+    return " ".join(unicodedata.normalize("NFKC", text).lower().split())
+
+
+def extract_yes_no(text: str) -> str | None:
+    """"yes" / "no": the first standalone yes|no word; failing that, a phrase naming one speaker or
+    several ("there are two different speakers" -> no)."""
+    plain = _plain(text)
+    match = _YES_NO.search(plain)
+    if match:
+        return match.group(1)
+    same, different = _SAME_SPEAKER.search(plain), _DIFFERENT_SPEAKERS.search(plain)
+    if same and not different:
+        return "yes"
+    if different and not same:
+        return "no"
+    return None
+
+
+EMOTION_SYNONYMS: Mapping[str, tuple[str, ...]] = {
+    "neu": ("neutral", "neutrality", "calm", "indifferent"),
+    "hap": ("happy", "happiness", "joy", "joyful", "excited", "excitement", "cheerful", "delighted"),
+    "ang": ("angry", "anger", "furious", "mad", "irritated", "annoyed"),
+    "sad": ("sad", "sadness", "unhappy", "sorrow", "sorrowful", "depressed", "upset"),
+}
+"""IEMOCAP 4-class synonym table (metrics.md §4, extended with unambiguous near-synonyms).
+"frustrated", "surprised", "fearful" map to nothing: out of set, hence wrong."""
+
+_EMOTION_WORD = re.compile(r"\b(" + "|".join(w for ws in EMOTION_SYNONYMS.values() for w in ws) + r")\b")
+_WORD_TO_LABEL = {w: label for label, ws in EMOTION_SYNONYMS.items() for w in ws}
+EMOTION_CODES = {"neu": "neu", "hap": "hap", "exc": "hap", "ang": "ang", "sad": "sad"}
+
+
+def extract_emotion(text: str) -> str | None:
+    """The label of the first emotion word in the answer ("The speaker sounds sad, not happy" -> sad)."""
+    plain = _plain(text)
+    if plain.strip(" .") in EMOTION_CODES:
+        return EMOTION_CODES[plain.strip(" .")]
+    match = _EMOTION_WORD.search(plain)
+    return _WORD_TO_LABEL[match.group(1)] if match else None
+
+
+_OPTION_START = r"(?:^|(?<=[\s;:?？]))"
+
+
+def parse_options(prompt: str, letters: str = "ABC") -> tuple[str, dict[str, str]]:
+    """Split "Question? A. x; B. y; C. z." into the question and {letter: option text}.
+
+    Letters are found in order (A, then B after it, then C), each at the start or after white space
+    or ';', so "Washington, D.C." never opens an option; semicolons are optional (122 Gaokao prompts
+    lack them)."""
+    positions: list[tuple[str, int, int]] = []
+    start = 0
+    for letter in letters:
+        match = re.compile(_OPTION_START + letter + r"\.\s*").search(prompt, start)
+        if match is None:
+            return prompt.strip(), {}
+        positions.append((letter, match.start(), match.end()))
+        start = match.end()
+    options: dict[str, str] = {}
+    for i, (letter, _, text_start) in enumerate(positions):
+        text_end = positions[i + 1][1] if i + 1 < len(positions) else len(prompt)
+        options[letter] = prompt[text_start:text_end].strip().rstrip(";").strip().rstrip(".").strip()
+    return prompt[: positions[0][1]].strip(), options
+
+
+def extract_option(text: str, options: Mapping[str, str]) -> str | None:
+    """The chosen letter: a bare letter, "option B", "the answer is (C)", a leading "B." or "B)",
+    else the one option whose text the answer quotes."""
+    letters = "".join(options) or "ABC"
+    stripped = text.strip()
+    bare = re.fullmatch(rf"[\s(\[]*([{letters}])[\s).:\]]*", stripped)
+    if bare:
+        return bare.group(1)
+    patterns = [
+        rf"\b(?:answer|option|choice)\s*(?:is|would be|should be|:)?\s*[:(\[]?\s*([{letters}])\b",
+        rf"^\s*[(\[]?([{letters}])[).:\]]",
+        rf"[(\[]([{letters}])[)\]]",
+        rf"(?<![\w'’])([{letters}])(?=[.)]\s|[.)]$)",
+    ]
+    for pattern in patterns:
+        match = re.search(pattern, stripped, flags=re.IGNORECASE if "answer" in pattern else 0)
+        if match:
+            return match.group(1).upper()
+    plain = _plain(text)
+    quoted = [letter for letter, option in options.items() if option and _plain(option) in plain]
+    return quoted[0] if len(quoted) == 1 else None
