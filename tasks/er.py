@@ -12,13 +12,14 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from wavllm_eval.tasks.wavllm_manifest import header_duration_s, is_manifest, manifest_samples
+
 from wavllm_eval.answers import EMOTION_CODES, EMOTION_SYNONYMS, extract_emotion
 from wavllm_eval.errors import InputError
 from wavllm_eval.metrics.base import RowMetric
 from wavllm_eval.metrics.classification import Accuracy, BalancedAccuracy, argmax_choice
 from wavllm_eval.registry import register_task
 from wavllm_eval.task import BaseTask
-from wavllm_eval.tasks.wavllm_manifest import header_duration_s, is_manifest, manifest_samples
 from wavllm_eval.types import AudioRef, Prompt, Record, Sample
 
 WAVLLM_ER_INSTRUCTION = "Can you describe the emotional condition of the speaker in the provided audio clip?"

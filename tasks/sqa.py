@@ -11,12 +11,13 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from wavllm_eval.tasks.wavllm_manifest import manifest_samples
+
 from wavllm_eval.answers import extract_option, parse_options
 from wavllm_eval.metrics.base import RowMetric
 from wavllm_eval.metrics.classification import Accuracy, argmax_choice
 from wavllm_eval.registry import register_task
 from wavllm_eval.task import BaseTask
-from wavllm_eval.tasks.wavllm_manifest import manifest_samples
 from wavllm_eval.types import Prompt, Record, Sample
 
 LETTERS = ("A", "B", "C")

@@ -16,12 +16,13 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from wavllm_eval.tasks.wavllm_manifest import header_duration_s, is_manifest, manifest_samples
+
 from wavllm_eval.errors import InputError
 from wavllm_eval.metrics.base import RowMetric
 from wavllm_eval.metrics.bleu import CorpusBLEU, CorpusChrF
 from wavllm_eval.registry import register_task
 from wavllm_eval.task import BaseTask
-from wavllm_eval.tasks.wavllm_manifest import header_duration_s, is_manifest, manifest_samples
 from wavllm_eval.types import AudioRef, Prompt, Sample
 
 # The instruction of WavLLM's released en2de.tsv.

@@ -13,6 +13,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from wavllm_eval.tasks.wavllm_manifest import header_duration_s, is_manifest, manifest_samples
+
 from wavllm_eval.answers import extract_yes_no
 from wavllm_eval.errors import InputError
 from wavllm_eval.metrics.base import RowMetric
@@ -20,7 +22,6 @@ from wavllm_eval.metrics.classification import Accuracy, argmax_choice
 from wavllm_eval.metrics.verification import EqualErrorRate, MinDCF
 from wavllm_eval.registry import register_task
 from wavllm_eval.task import BaseTask
-from wavllm_eval.tasks.wavllm_manifest import header_duration_s, is_manifest, manifest_samples
 from wavllm_eval.types import AudioRef, Prompt, Record, Sample
 
 WAVLLM_SV_INSTRUCTION = "Is there only one speaker in the audio clip?"

@@ -136,8 +136,8 @@ class TaskResult:
     @classmethod
     def from_json(cls, entry: Mapping[str, Any]) -> TaskResult:
         return cls(
-            metrics=dict(entry["metrics"]),
-            ci95={k: (float(v[0]), float(v[1])) for k, v in entry.get("ci95", {}).items()},
+            metrics={k: _float(v) for k, v in entry["metrics"].items()},
+            ci95={k: (_float(v[0]), _float(v[1])) for k, v in entry.get("ci95", {}).items()},
             n_total=int(entry["n_total"]),
             n_scored=int(entry["n_scored"]),
             n_failed=int(entry["n_failed"]),
@@ -149,6 +149,13 @@ class TaskResult:
         )
 
 
-def _round(value: float) -> float:
-    """Six decimals: enough for any published metric, stable in diffs."""
-    return float("nan") if value != value else round(float(value), 6)
+def _round(value: float | None) -> float | None:
+    """Six decimals: enough for any published metric, stable in diffs. An undefined value (no scored
+    sample) is written as null, so results.json stays strict JSON."""
+    if value is None or value != value:
+        return None
+    return round(float(value), 6)
+
+
+def _float(value: float | None) -> float:
+    return float("nan") if value is None else float(value)
