@@ -129,6 +129,61 @@ def demo(
     console.print(f"results: {outcome.results_path}", highlight=False)
 
 
+@app.command()
+def report(
+    run_dirs: Annotated[list[Path], typer.Argument(help="run folders (OUT/<model>) or output folders (OUT)")],
+    output_dir: Annotated[Path, typer.Option("--output-dir", help="where the report files go")],
+    formats: Annotated[str, typer.Option("--format", help="comma-separated: md,csv,json,latex,html")] = "md,csv,json,latex,html",
+    reported: Annotated[bool, typer.Option("--reported/--no-reported", help="show paper-reported rows")] = True,
+) -> None:
+    """Leaderboard tables (Markdown, CSV, JSON, LaTeX, HTML) with CIs, paper rows and paired significance."""
+    from wavllm_eval.reports.report import write_report
+
+    paths = write_report(run_dirs, output_dir, [f.strip() for f in formats.split(",") if f.strip()], reported)
+    for path in paths:
+        stdout.print(str(path), highlight=False, soft_wrap=True)
+
+
+@app.command()
+def gate(
+    baseline: Annotated[Path, typer.Option("--baseline", help="the reference run folder (OUT/<model>)")],
+    candidate: Annotated[Path, typer.Option("--candidate", help="the run folder to check")],
+    max_regression: Annotated[list[str] | None, typer.Option(
+        "--max-regression", help="METRIC=POINTS, e.g. wer=0.3 (repeatable; overrides --config)")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="a wavllm-gate.toml with thresholds")] = None,
+) -> None:
+    """Exit 1 when a headline metric regresses beyond its threshold and the paired test calls it
+    significant, or when the candidate scored fewer samples; 0 otherwise."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from wavllm_eval.reports.gate import GateConfig, run_gate
+    from wavllm_eval.reports.runs import load_run
+
+    overrides: dict[str, float] = {}
+    for item in max_regression or []:
+        metric, sep, value = item.partition("=")
+        try:
+            overrides[metric] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise InputError("--max-regression", f"expected METRIC=POINTS, got {item!r}", "e.g. --max-regression wer=0.3")
+    outcome = run_gate(load_run(baseline), load_run(candidate), GateConfig.from_file(config, overrides))
+    table = Table(title=escape(f"gate: {candidate} vs {baseline}"), title_justify="left")
+    for column in ("task", "metric", "baseline", "candidate", "Δ", "p", "threshold", "verdict", "reason"):
+        table.add_column(column)
+    for check in outcome.checks:
+        c = check.comparison
+        table.add_row(escape(check.task), escape(check.metric), f"{c.baseline:.2f}" if c else "—", f"{c.candidate:.2f}" if c else "—",
+                      f"{c.delta:+.2f}" if c else "—", f"{c.p_value:.4f}" if c else "—",
+                      f"{check.threshold:g}" if c else "—",
+                      "[green]pass[/green]" if check.verdict == "pass" else "[bold red]FAIL[/bold red]", escape(check.reason))
+    stdout.print(table)
+    if not outcome.passed:
+        raise typer.Exit(EXIT_GATE_FAILED)
+
+
 def _parse_batch_size(value: str) -> int | None:
     if value == "auto":
         return None

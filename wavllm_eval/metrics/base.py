@@ -24,6 +24,17 @@ class Metric(Protocol):
 
     def update(self, records: Sequence[Record]) -> None: ...
 
+    @property
+    def sum_decomposable(self) -> bool:
+        """True when the corpus value is a function of summed rows (not EER-like metrics)."""
+        return type(self).reduce is RowMetric.reduce
+
+    def per_sample_values(self) -> np.ndarray:
+        """Each sample's own value (its row alone), for drill-downs; NaN where undefined."""
+        if not self._rows or not self.sum_decomposable:
+            return np.full(len(self._rows), np.nan)
+        return np.asarray(self.from_totals(self.rows), dtype=np.float64)
+
     def compute(self) -> float: ...
 
     def bootstrap(self, n: int = BOOTSTRAP_RESAMPLES, seed: int = 1) -> tuple[float, float]: ...
@@ -63,15 +74,27 @@ class RowMetric:
         """Corpus value of a set of rows (default: a function of their column sums)."""
         return float(self.from_totals(rows.sum(axis=0)))
 
+    @property
+    def sum_decomposable(self) -> bool:
+        """True when the corpus value is a function of summed rows (not EER-like metrics)."""
+        return type(self).reduce is RowMetric.reduce
+
+    def per_sample_values(self) -> np.ndarray:
+        """Each sample's own value (its row alone), for drill-downs; NaN where undefined."""
+        if not self._rows or not self.sum_decomposable:
+            return np.full(len(self._rows), np.nan)
+        return np.asarray(self.from_totals(self.rows), dtype=np.float64)
+
     def compute(self) -> float:
         if not self._rows:
             return float("nan")
         return self.reduce(self.rows)
 
-    def resampled_values(self, indices: np.ndarray) -> np.ndarray:
-        """Corpus values for each row of an index matrix (n_resamples, n_rows)."""
-        rows = self.rows
-        if type(self).reduce is RowMetric.reduce:
+    def resampled_values(self, indices: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+        """Corpus values for each row of an index matrix (n_resamples, n_rows), over `rows`
+        (default: this metric's own rows; a paired test passes the rows of the shared samples)."""
+        rows = self.rows if rows is None else rows
+        if self.sum_decomposable:
             totals = rows[indices].sum(axis=1)  # (n_resamples, n_stats)
             return np.asarray(self.from_totals(totals), dtype=np.float64)
         return np.array([self.reduce(rows[i]) for i in indices], dtype=np.float64)

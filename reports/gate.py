@@ -1,0 +1,110 @@
+"""`wavllm-eval gate`: fail CI on a significant regression of a headline metric.
+
+A task fails when the candidate is worse than the baseline by more than the metric's threshold AND
+the paired test (compare.py) calls the difference significant, or when the candidate scored fewer
+samples than the baseline (or dropped the task). Thresholds live in a small TOML file committed next
+to a project's CI:
+
+    # wavllm-gate.toml
+    alpha = 0.05            # significance level of the paired test
+    default = 1.0           # max regression, in metric units, for metrics not listed
+    [max_regression]
+    wer = 0.3               # WER points
+    bleu = 0.5
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from wavllm_eval.reports.compare import PairedComparison, compare_runs
+from wavllm_eval.reports.runs import RunResult
+
+from wavllm_eval.errors import InputError
+
+DEFAULT_MAX_REGRESSION = {"wer": 0.5, "bleu": 1.0, "accuracy": 1.0, "wa": 1.0, "ua": 1.0, "eer": 1.0, "ifr": 1.0}
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    max_regression: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_MAX_REGRESSION))
+    default: float = 1.0
+    alpha: float = 0.05
+
+    def threshold(self, metric: str) -> float:
+        return self.max_regression.get(metric, self.default)
+
+    @classmethod
+    def from_file(cls, path: Path | None, overrides: dict[str, float] | None = None) -> GateConfig:
+        config = cls()
+        if path is not None:
+            try:
+                import tomllib
+            except ModuleNotFoundError:  # Python 3.10
+                import tomli as tomllib  # type: ignore[no-redef]
+            try:
+                data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+            except FileNotFoundError as exc:
+                raise InputError(path, "gate config not found", "pass --config wavllm-gate.toml") from exc
+            except tomllib.TOMLDecodeError as exc:
+                raise InputError(path, f"invalid TOML ({exc})", "see `wavllm-eval gate --help` for the format") from exc
+            config = cls({**config.max_regression, **{k: float(v) for k, v in data.get("max_regression", {}).items()}},
+                         float(data.get("default", config.default)), float(data.get("alpha", config.alpha)))
+        if overrides:
+            config = cls({**config.max_regression, **overrides}, config.default, config.alpha)
+        return config
+
+
+@dataclass(frozen=True)
+class GateCheck:
+    task: str
+    metric: str
+    verdict: str  # "pass" | "fail"
+    reason: str
+    comparison: PairedComparison | None = None
+    threshold: float = 0.0
+
+
+@dataclass(frozen=True)
+class GateOutcome:
+    checks: list[GateCheck]
+
+    @property
+    def passed(self) -> bool:
+        return all(c.verdict == "pass" for c in self.checks)
+
+
+def run_gate(baseline: RunResult, candidate: RunResult, config: GateConfig) -> GateOutcome:
+    checks: list[GateCheck] = []
+    for task_id, base_entry in baseline.tasks.items():
+        cand_entry = candidate.tasks.get(task_id)
+        headline = base_entry.get("headline", "")
+        if cand_entry is None:
+            checks.append(GateCheck(task_id, headline, "fail", "task missing from the candidate run"))
+            continue
+        base_hash = baseline.results.get("meta", {}).get("data_hashes", {}).get(task_id)
+        cand_hash = candidate.results.get("meta", {}).get("data_hashes", {}).get(task_id)
+        if base_hash and cand_hash and base_hash != cand_hash:
+            checks.append(GateCheck(task_id, headline, "fail", "candidate ran on another test set (data hash differs)"))
+            continue
+        if cand_entry["n_scored"] < base_entry["n_scored"]:
+            checks.append(GateCheck(task_id, headline, "fail",
+                                    f"candidate scored {cand_entry['n_scored']} samples, baseline {base_entry['n_scored']}"))
+            continue
+    failed_tasks = {c.task for c in checks}
+    for comparison in compare_runs(baseline, candidate):
+        if comparison.task in failed_tasks:
+            continue
+        threshold = config.threshold(comparison.metric)
+        p_value = comparison.p_value
+        worse_by = comparison.regression
+        significant = p_value < config.alpha
+        if worse_by > threshold and significant:
+            verdict, reason = "fail", f"worse by {worse_by:.2f} > {threshold:g}, p = {p_value:.4f}"
+        elif worse_by > threshold:
+            verdict, reason = "pass", f"worse by {worse_by:.2f} but not significant (p = {p_value:.4f})"
+        else:
+            verdict, reason = "pass", f"change {comparison.delta:+.2f} within {threshold:g} (p = {p_value:.4f})"
+        checks.append(GateCheck(comparison.task, comparison.metric, verdict, reason, comparison, threshold))
+    return GateOutcome(checks)

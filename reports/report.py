@@ -1,0 +1,71 @@
+"""`wavllm-eval report`: every format from one long table, with paired comparisons against the first
+run and a reproducibility block per run."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from wavllm_eval.reports.compare import PairedComparison, compare_runs
+from wavllm_eval.reports.html import render_html
+from wavllm_eval.reports.runs import RunResult, load_runs
+from wavllm_eval.reports.tables import long_table
+from wavllm_eval.reports.writers import render_csv, render_json, render_latex, render_markdown, write_text
+
+from wavllm_eval.errors import InputError
+
+FORMATS = ("md", "csv", "json", "latex", "html")
+FILE_NAMES = {"md": "leaderboard.md", "csv": "leaderboard.csv", "json": "leaderboard.json",
+              "latex": "leaderboard.tex", "html": "leaderboard.html"}
+
+
+def reproducibility(runs: Sequence[RunResult]) -> dict[str, dict[str, Any]]:
+    """What it takes to reproduce each run: code, data, settings, decoding, hardware, efficiency."""
+    out: dict[str, dict[str, Any]] = {}
+    for run in runs:
+        meta, model = run.results.get("meta", {}), run.results.get("model", {})
+        block: dict[str, Any] = {
+            "model": model.get("id"), "model path": model.get("path"), "config hash": model.get("config_hash"),
+            "decoding": (model.get("config") or {}).get("decoding", "adapter default"),
+            "harness": meta.get("harness_version"), "git sha": meta.get("git_sha"), "seed": meta.get("seed"),
+            "versions": meta.get("versions", {}), "data hashes": {k: str(v)[:12] for k, v in meta.get("data_hashes", {}).items()},
+            "options": meta.get("options", {}), "hardware": meta.get("hardware", {}),
+            "peak memory": meta.get("peak_memory", {}), "finished": meta.get("finished"),
+        }
+        for task_id, entry in run.tasks.items():
+            block[f"{task_id} settings"] = entry.get("settings", {})
+            if "throughput" in entry:
+                block[f"{task_id} throughput"] = entry["throughput"]
+        out[run.label] = block
+    return out
+
+
+def comparisons_against_first(runs: Sequence[RunResult]) -> list[PairedComparison]:
+    if len(runs) < 2:
+        return []
+    comparisons: list[PairedComparison] = []
+    for candidate in runs[1:]:
+        for c in compare_runs(runs[0], candidate):
+            comparisons.append(c)
+    return comparisons
+
+
+def write_report(run_dirs: Sequence[Path], out_dir: Path, formats: Sequence[str] = FORMATS,
+                 include_reported: bool = True) -> list[Path]:
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown:
+        raise InputError("--format", f"unknown format(s) {', '.join(unknown)}", f"choose from {','.join(FORMATS)}")
+    runs = load_runs(run_dirs)
+    table = long_table(runs, include_reported)
+    comparisons = comparisons_against_first(runs)
+    baseline = runs[0].label if runs else ""
+    repro = reproducibility(runs)
+    renderers: Mapping[str, Any] = {
+        "md": lambda: render_markdown(table, comparisons, baseline, repro),
+        "csv": lambda: render_csv(table),
+        "json": lambda: render_json(table, comparisons, repro),
+        "latex": lambda: render_latex(table),
+        "html": lambda: render_html(runs, table, comparisons, baseline, repro),
+    }
+    return [write_text(Path(out_dir) / FILE_NAMES[f], renderers[f]()) for f in formats]

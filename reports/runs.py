@@ -1,0 +1,65 @@
+"""Load run directories (OUT/<model>/results.json + samples/) for reports and the gate."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from wavllm_eval.errors import InputError
+from wavllm_eval.store import RESULTS_FILE, SampleStore
+from wavllm_eval.types import Record
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """One results.json and where its samples live."""
+
+    run_dir: Path
+    results: Mapping[str, Any]
+    label: str = ""  # the row name in reports: the model id, made unique across the runs compared
+
+    @property
+    def model_id(self) -> str:
+        return str(self.results["model"]["id"])
+
+    @property
+    def tasks(self) -> Mapping[str, Mapping[str, Any]]:
+        return self.results.get("tasks", {})
+
+    def records(self, task_id: str) -> list[Record]:
+        return SampleStore(self.run_dir).load(task_id)
+
+
+def load_run(path: Path) -> RunResult:
+    path = Path(path)
+    results_path = path / RESULTS_FILE if path.is_dir() else path
+    if not results_path.is_file():
+        raise InputError(path, "no results.json here", "pass OUT/<model> folders written by `wavllm-eval run`")
+    try:
+        results = json.loads(results_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise InputError(results_path, f"not valid JSON ({exc.msg}, line {exc.lineno})", "re-run or re-score") from exc
+    if "model" not in results or "tasks" not in results:
+        raise InputError(results_path, "lacks the model/tasks sections of a results.json", "pass a run folder")
+    return RunResult(results_path.parent, results, str(results["model"]["id"]))
+
+
+def load_runs(paths: Sequence[Path]) -> list[RunResult]:
+    """Each path is a run folder (OUT/<model>) or an output folder holding several (OUT)."""
+    runs: list[RunResult] = []
+    for path in paths:
+        path = Path(path)
+        if path.is_dir() and not (path / RESULTS_FILE).is_file():
+            found = sorted(path.glob(f"*/{RESULTS_FILE}"))
+            if not found:
+                raise InputError(path, "holds no results.json (nor OUT/<model>/results.json)",
+                                 "pass the --output-dir of a run, or one of its model folders")
+            runs.extend(load_run(p.parent) for p in found)
+        else:
+            runs.append(load_run(path))
+    labels = [r.label for r in runs]
+    return [replace(r, label=f"{r.label} ({r.run_dir.parent.name})") if labels.count(r.label) > 1 else r
+            for r in runs]
