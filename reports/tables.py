@@ -69,10 +69,10 @@ def long_table(runs: Sequence[RunResult], include_reported: bool = True) -> pd.D
 def best_mask(table: pd.DataFrame) -> pd.Series:
     """True on the best comparable measured value of each task × metric (ties all marked)."""
     best = pd.Series(False, index=table.index)
-    eligible = table[(table["source"] == "measured") & table["comparable"] & table["value"].notna()]
+    measured = table[table["source"] == "measured"]
+    rivals = measured.groupby(["task", "metric"])["model"].transform("count")
+    eligible = measured[(rivals > 1) & measured["comparable"] & measured["value"].notna()]
     for _, group in eligible.groupby(["task", "metric"]):
-        if len(group) < 2:
-            continue
         target = group["value"].max() if group["higher_is_better"].iloc[0] else group["value"].min()
         best[group.index[group["value"] == target]] = True
     return best

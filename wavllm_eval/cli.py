@@ -212,7 +212,7 @@ def _parse_data_overrides(values: list[str]) -> dict[str, Path]:
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: one line and exit 2 for input errors, never a traceback for them."""
     try:
-        app(args=argv, standalone_mode=False)
+        code = app(args=argv, standalone_mode=False)  # typer.Exit(n) comes back as the return value
     except InputError as exc:
         console.print(f"[bold red]error:[/bold red] {exc}", highlight=False, markup=True, soft_wrap=True)
         return EXIT_INPUT_ERROR
@@ -227,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
             exc.show()
             return EXIT_INPUT_ERROR
         raise
-    return EXIT_OK
+    return code if isinstance(code, int) else EXIT_OK
 
 
 def entry_point() -> None:

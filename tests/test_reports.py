@@ -1,0 +1,142 @@
+"""Report tables byte for byte, escaping of untrusted text, LaTeX, and the HTML page in Chromium."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from wavllm_eval.reports.report import write_report
+from wavllm_eval.reports.runs import load_runs
+from wavllm_eval.reports.tables import long_table
+from wavllm_eval.reports.writers import escape_markdown, render_csv, render_latex, render_markdown
+
+from wavllm_eval.cli import main
+from wavllm_eval.registry import make_task
+from wavllm_eval.store import SampleStore
+from wavllm_eval.types import Record
+
+TASK = "librispeech-test-clean"
+REFERENCES = ["the cat sat on the mat", "a quick brown fox", "hello world", "one two three four five"]
+
+
+def make_run(out: Path, model: str, predictions: list[str], statuses: list[str] | None = None,
+             data_hash: str = "d" * 64) -> Path:
+    """A run folder as `wavllm-eval run` writes it, from fixed predictions (no audio, no model)."""
+    statuses = statuses or ["ok"] * len(predictions)
+    records = [Record(f"utt-{i:03d}", p if s == "ok" else "", REFERENCES[i % len(REFERENCES)], s,
+                      "audio file not found: x.flac" if s == "failed" else "")
+               for i, (p, s) in enumerate(zip(predictions, statuses, strict=True))]
+    store = SampleStore(out / model)
+    store.append(TASK, records)
+    entry = make_task(TASK).score(records).to_json()
+    store.write_results({"model": {"id": model, "path": None, "config_hash": "0" * 16},
+                         "tasks": {TASK: entry},
+                         "meta": {"seed": 1, "data_hashes": {TASK: data_hash}, "git_sha": "abc123"}})
+    return out / model
+
+
+@pytest.fixture
+def two_runs(tmp_path):
+    good = make_run(tmp_path / "out", "good", [REFERENCES[i % 4] for i in range(4)])
+    noisy = make_run(tmp_path / "out", "noisy", ["the cat sat on a mat", "a quick brown fox", "hello", ""],
+                     statuses=["ok", "ok", "ok", "failed"])
+    return good, noisy
+
+
+EXPECTED_MARKDOWN = """\
+# wavllm-eval leaderboard
+
+| model | librispeech-test-clean · wer |
+|---|---|
+| good | **0.00 ± 0.00** |
+| noisy | 16.67 ± 25.00 (1 failed) † |
+| wavllm (reported) | 2.00 |
+| salmonn (reported) | 2.10 |
+| qwen-audio (reported) | 2.00 |
+| qwen2-audio (reported) | 1.60 |
+
+Cells: value ± half-width of the bootstrap 95 % CI; **bold**: best comparable measured value; † fewer samples scored or another test set than the fullest run (not comparable); (reported): the model's paper, not measured here.
+"""
+
+EXPECTED_CSV_HEAD = """\
+model,source,task,metric,headline,value,ci_low,ci_high,higher_is_better,n_total,n_scored,n_failed,n_skipped,comparable,reported_value,delta_vs_reported,reference,data_hash
+good,measured,librispeech-test-clean,wer,True,0,0,0,False,4,4,0,0,True,,,,dddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddd
+"""
+
+
+def test_markdown_and_csv_byte_for_byte(two_runs):
+    table = long_table(load_runs(list(two_runs)))
+    assert render_markdown(table) == EXPECTED_MARKDOWN
+    csv = render_csv(table)
+    assert csv.startswith(EXPECTED_CSV_HEAD)
+    assert csv.count("\n") == 1 + 6 + 4  # header, 2 runs x 3 metrics, 4 reported rows
+
+
+def test_json_is_long_format_with_comparisons(two_runs, tmp_path):
+    [path] = write_report(list(two_runs), tmp_path / "report", ["json"])
+    payload = json.loads(path.read_text())
+    keys = {(r["model"], r["task"], r["metric"]) for r in payload["rows"]}
+    assert ("noisy", TASK, "wer_raw") in keys and ("qwen2-audio", TASK, "wer") in keys
+    [comparison] = payload["comparisons"]
+    assert comparison["n_paired"] == 3 and comparison["delta"] == pytest.approx(100 * 2 / 12)
+    assert set(payload["reproducibility"]) == {"good", "noisy"}
+
+
+def test_untrusted_text_is_escaped(tmp_path):
+    run = make_run(tmp_path / "out", "evil<script>alert(1)</script>|_x_",
+                   ["<script>alert('pwned')</script> & $\\x", "a quick brown fox", "hello world", "one"])
+    paths = write_report([run], tmp_path / "report", ["md", "latex", "html"])
+    markdown, latex, page = (p.read_text() for p in paths)
+    assert "<script>alert" not in markdown and "evil\\<script\\>" in markdown and "\\|\\_x\\_" in markdown
+    assert "<script>alert" not in latex.replace("\\textless{}", "")
+    assert "\\textless{}script\\textgreater{}" in latex and "\\_x\\_" in latex
+    assert "<script>alert('pwned')" not in page and "&lt;script&gt;alert(&#x27;pwned&#x27;)" in page
+    assert page.count("<script>") == 1  # only the page's own sorting script
+    assert escape_markdown("a|b*c") == "a\\|b\\*c"
+
+
+def test_latex_is_booktabs_and_compiles_where_tex_exists(two_runs, tmp_path):
+    latex = render_latex(long_table(load_runs(list(two_runs))))
+    assert "\\toprule" in latex and "\\midrule" in latex and "\\bottomrule" in latex
+    assert "\\textbf{0.00 $\\pm$ 0.00}" in latex
+    engine = shutil.which("pdflatex")
+    if engine is None:
+        pytest.skip("no TeX engine installed: structure checked, compilation skipped")
+    document = tmp_path / "table.tex"
+    document.write_text("\\documentclass{article}\\usepackage{booktabs}\\begin{document}\n" + latex
+                        + "\\end{document}\n")
+    subprocess.run([engine, "-interaction=nonstopmode", "-halt-on-error", document.name], cwd=tmp_path,
+                   check=True, capture_output=True, timeout=120)
+    assert (tmp_path / "table.pdf").is_file()
+
+
+def test_html_renders_in_chromium_without_console_errors(two_runs, tmp_path):
+    [page] = write_report(list(two_runs), tmp_path / "report", ["html"])
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("chromium not installed (scripts/setup.sh --test installs it)")
+    artefacts = Path(__file__).resolve().parents[1] / "test-artifacts"
+    artefacts.mkdir(exist_ok=True)
+    flags = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+             "--disable-component-update", "--no-first-run", "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}",
+             "--enable-logging=stderr", "--v=0"]
+    dom = subprocess.run([*flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
+    assert 'data-sortable="ready"' in dom.stdout  # the inline script ran to its end
+    console = [line for line in dom.stderr.splitlines() if re.search(r"CONSOLE|Uncaught", line)]
+    assert console == []
+    shot = artefacts / "leaderboard.png"
+    subprocess.run([*flags, "--window-size=1200,1400", f"--screenshot={shot}", page.as_uri()],
+                   capture_output=True, timeout=120, check=True)
+    assert shot.stat().st_size > 10_000
+
+
+def test_report_command(two_runs, tmp_path):
+    out = tmp_path / "report"
+    assert main(["report", str(two_runs[0].parent), "--output-dir", str(out), "--format", "md,csv"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["leaderboard.csv", "leaderboard.md"]
+    assert main(["report", str(two_runs[0]), "--output-dir", str(out), "--format", "pdf"]) == 2
+    assert main(["report", str(tmp_path / "nothing"), "--output-dir", str(out)]) == 2
