@@ -184,6 +184,20 @@ def gate(
         raise typer.Exit(EXIT_GATE_FAILED)
 
 
+@app.command()
+def convert(
+    model: Annotated[str, typer.Option("--model", help="model id; today: wavllm")],
+    model_path: Annotated[Path, typer.Option("--model-path", help="folder with the released checkpoint")],
+    output_dir: Annotated[Path, typer.Option("--output-dir", help="the converted folder to write")],
+) -> None:
+    """Convert a released checkpoint once (e.g. WavLLM final.pt -> model.safetensors) so runs load it directly."""
+    if model not in ("wavllm", "wavllm-greedy"):
+        raise InputError("--model", f"no converter for {model!r}", "only wavllm checkpoints need converting")
+    from wavllm_eval.model_zoo.wavllm_checkpoint import convert_checkpoint
+
+    stdout.print(str(convert_checkpoint(model_path, output_dir)), highlight=False)
+
+
 def _parse_batch_size(value: str) -> int | None:
     if value == "auto":
         return None

@@ -1,0 +1,258 @@
+"""WavLLM (Hu et al., 2024; microsoft/SpeechT5 WavLLM): the model the harness is named after.
+
+`--model wavllm` decodes as the released script does (sampling, T = 0.5, one beam, at most 512
+generator steps counting the forced prompt tokens, fp32, clips over 40 s skipped); `wavllm-greedy`
+is the deterministic variant (batched with left padding, equal to batch size 1).
+
+--model-path is a folder:
+
+    final.pt              the released checkpoint (fairseq), or model.safetensors from `wavllm-eval convert`
+    tokenizer.model       the LLaMA-2 SentencePiece model (32,000 pieces)
+    whisper/config.json   + preprocessor_config.json   (openai/whisper-large-v2)
+    wavlm/config.json     + preprocessor_config.json   (microsoft/wavlm-base)
+    llama/config.json     LLaMA-2-7B-chat (rms_norm_eps 1e-6, as WavLLM's own LLaMA code)
+    wavllm.json           optional: adapter sizes (defaults: the released model's)
+
+Whisper and WavLM are built from their configs alone: every weight comes from the checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from wavllm_eval.adapter import DecodingConfig, SpeechLLMAdapter, resolve_device
+from wavllm_eval.errors import InputError
+from wavllm_eval.registry import register_model
+from wavllm_eval.types import SAMPLE_RATE_HZ, Generation, Prompt
+
+SYSTEM = ("As a helpful language and speech assistant, you are able to understand the speech content provided by "
+          "the user, and assist the user with a variety of tasks using natural language.")
+LEFT_TEXT = "[INST]<<SYS>>\n" + SYSTEM + "\n<</SYS>>\n\n<SPEECH>"
+BOS, EOS, UNK = 1, 2, 0
+MAX_STEPS = 512  # --max-len-b 512: generator steps, the forced right-prompt tokens included
+CHUNK_SAMPLES = 30 * SAMPLE_RATE_HZ
+MAX_AUDIO_S = 40.0  # the released task's max_positions 640,000 samples
+PAIR_GAP_S = 0.1  # two clips (speaker verification) are joined by 0.1 s of silence
+
+
+def right_text(instruction: str) -> str:
+    return " </SPEECH> " + instruction + " [/INST]"
+
+
+@register_model("wavllm")
+class WavLLMAdapter(SpeechLLMAdapter):
+    """WavLLM (Whisper + WavLM encoders, LLaMA-2-7B-chat, prompt-aware LoRA), released decoding: sampling T=0.5."""
+
+    decoding = DecodingConfig(do_sample=True, temperature=0.5, top_k=0, top_p=1.0, num_beams=1)
+    max_audio_s = MAX_AUDIO_S
+    supports_choice_scoring = True
+    default_batch_size = 4
+
+    def __init__(self, model: Any, tokenizer: Any, whisper_features: Any, wavlm_features: Any, path: Path,
+                 device: str, dtype: Any) -> None:
+        self.model, self.tokenizer = model, tokenizer
+        self.whisper_features, self.wavlm_features = whisper_features, wavlm_features
+        self.path, self.device, self.dtype = path, device, dtype
+
+    # --- loading ----------------------------------------------------------------------------------
+    @classmethod
+    def load(cls, path: Path | None, device: str = "auto", dtype: str = "auto") -> WavLLMAdapter:
+        import torch
+        from transformers import Wav2Vec2FeatureExtractor, WhisperFeatureExtractor
+
+        if path is None or not Path(path).is_dir():
+            raise InputError(path, "WavLLM needs --model-path, a folder with final.pt, tokenizer.model and configs",
+                             "see `python -c 'import wavllm_eval.model_zoo.wavllm as m; help(m)'` for the layout")
+        path = Path(path)
+        device = resolve_device(device)
+        torch_dtype = {"auto": torch.float32, "float32": torch.float32, "fp32": torch.float32,
+                       "bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16,
+                       "fp16": torch.float16}.get(dtype)
+        if torch_dtype is None:
+            raise InputError("--dtype", f"unknown dtype {dtype!r}", "use float32, bfloat16 or float16")
+        model = build_model(path)
+        from wavllm_eval.model_zoo.wavllm_checkpoint import load_weights
+
+        weights = path / "model.safetensors" if (path / "model.safetensors").is_file() else path / "final.pt"
+        load_weights(model, weights)
+        model = model.to(device=device, dtype=torch_dtype).eval()
+        tokenizer = load_tokenizer(path / "tokenizer.model", model.llama.config.vocab_size)
+        return cls(model, tokenizer, WhisperFeatureExtractor.from_pretrained(path / "whisper"),
+                   Wav2Vec2FeatureExtractor.from_pretrained(path / "wavlm"), path, device, torch_dtype)
+
+    # --- inputs -----------------------------------------------------------------------------------
+    def _waveform(self, prompt: Prompt) -> np.ndarray:
+        if len(prompt.waveforms) == 1:
+            return prompt.waveforms[0]
+        gap = np.zeros(int(PAIR_GAP_S * SAMPLE_RATE_HZ), dtype=np.float32)
+        parts: list[np.ndarray] = []
+        for i, wave in enumerate(prompt.waveforms):
+            parts.extend([gap, wave] if i else [wave])
+        return np.concatenate(parts)
+
+    def audio_embeddings(self, waveform: np.ndarray):
+        """(1, T, llm_dim): the fused speech tokens of one clip."""
+        import torch
+
+        chunks = [waveform[i: i + CHUNK_SAMPLES] for i in range(0, max(len(waveform), 1), CHUNK_SAMPLES)]
+        features, mel_lengths = [], []
+        for chunk in chunks:
+            out = self.whisper_features(chunk, sampling_rate=SAMPLE_RATE_HZ, return_attention_mask=True,
+                                        return_tensors="pt")
+            features.append(out.input_features)
+            mel_lengths.append(int(out.attention_mask.sum()))
+        wavlm_in = self.wavlm_features(waveform, sampling_rate=SAMPLE_RATE_HZ, return_attention_mask=True,
+                                       return_tensors="pt")
+        model = self.model
+        with torch.no_grad():
+            whisper_stream = model.encode_whisper(torch.cat(features).to(self.device, self.dtype), mel_lengths)
+            wavlm_stream = model.encode_wavlm(wavlm_in.input_values.to(self.device, self.dtype),
+                                              wavlm_in.get("attention_mask").to(self.device))
+            return model.fuse(whisper_stream, wavlm_stream)
+
+    def prompt_pieces(self, instruction: str) -> tuple[list[int], list[int], list[int]]:
+        """Token ids: left (BOS + system + <SPEECH>), right as fed at inference (its leading '▁'
+        replaced by BOS, the released generator's quirk), and the prompt-scale ids."""
+        left = [BOS, *self.tokenizer.encode(LEFT_TEXT)]
+        right = self.tokenizer.encode(right_text(instruction))
+        scale_ids = self.tokenizer.encode('"' + instruction + '"')
+        return left, [BOS, *right[1:]], scale_ids
+
+    def input_embeddings(self, prompt: Prompt):
+        """(1, L, dim) inputs and the (1, dim) prompt scale of one prompt."""
+        import torch
+
+        left, right, scale_ids = self.prompt_pieces(prompt.text)
+        embed = self.model.llama.model.embed_tokens
+        audio = self.audio_embeddings(self._waveform(prompt))
+        with torch.no_grad():
+            ids = lambda xs: torch.tensor([xs], device=self.device)  # noqa: E731
+            inputs = torch.cat([embed(ids(left)), audio.to(embed.weight.dtype), embed(ids(right))], dim=1)
+            scale = self.model.prompt_scale(scale_ids)
+        return inputs, scale, len(right)
+
+    # --- generation -------------------------------------------------------------------------------
+    def _generate_batch(self, prompts: Sequence[Prompt]) -> list[Generation]:
+        import torch
+
+        built = [self.input_embeddings(p) for p in prompts]
+        # 512 generator steps include the forced right prompt (its first token is the BOS)
+        limits = [MAX_STEPS - (n_right - 1) for _, _, n_right in built]
+        inputs, mask = left_pad([b[0] for b in built])
+        self.model.lora_scale.value = torch.cat([b[1] for b in built])
+        decoding = self.decoding
+        try:
+            with torch.no_grad():
+                out = self.model.llama.generate(
+                    inputs_embeds=inputs, attention_mask=mask, max_new_tokens=max(limits), min_new_tokens=1,
+                    do_sample=decoding.do_sample, temperature=decoding.temperature if decoding.do_sample else None,
+                    top_k=decoding.top_k if decoding.do_sample else None,
+                    top_p=decoding.top_p if decoding.do_sample else None, num_beams=decoding.num_beams,
+                    bad_words_ids=[[UNK]], eos_token_id=EOS, pad_token_id=UNK)
+        finally:
+            self.model.lora_scale.value = None
+        generations = []
+        for row, limit in zip(out.tolist(), limits, strict=True):
+            tokens = row[:limit]
+            if EOS in tokens:
+                tokens = tokens[: tokens.index(EOS)]
+            generations.append(Generation(self.tokenizer.decode(tokens), n_new_tokens=len(tokens)))
+        return generations
+
+    def score_choices(self, prompts: Sequence[Prompt]) -> list[list[float]]:
+        """log P(choice | audio, prompt): summed log-probabilities of each choice's tokens after the
+        prompt, under the sample's own prompt scale."""
+        import torch
+
+        scores = []
+        embed = self.model.llama.model.embed_tokens
+        for prompt in prompts:
+            inputs, scale, _ = self.input_embeddings(prompt)
+            self.model.lora_scale.value = scale
+            row = []
+            try:
+                with torch.no_grad():
+                    for choice in prompt.choices:
+                        ids = self.tokenizer.encode(choice)
+                        full = torch.cat([inputs, embed(torch.tensor([ids], device=self.device))], dim=1)
+                        logits = self.model.llama(inputs_embeds=full).logits[0].float()
+                        start = inputs.shape[1] - 1
+                        logprobs = torch.log_softmax(logits[start: start + len(ids)], dim=-1)
+                        row.append(float(logprobs[torch.arange(len(ids)), torch.tensor(ids)].sum()))
+            finally:
+                self.model.lora_scale.value = None
+            scores.append(row)
+        return scores
+
+    def describe(self) -> Mapping[str, Any]:
+        import torch
+
+        n_params = sum(p.numel() for p in self.model.parameters())
+        info: dict[str, Any] = {"id": self.id, "path": str(self.path), "parameters": n_params,
+                                "dtype": str(self.dtype).replace("torch.", ""), "device": self.device,
+                                "decoding": dict(vars(self.decoding)) if hasattr(self.decoding, "__dict__") else {},
+                                "wavlm_do_normalize": bool(getattr(self.wavlm_features, "do_normalize", False))}
+        if self.device.startswith("cuda"):
+            info["peak_gpu_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+        return info
+
+
+@register_model("wavllm-greedy")
+class WavLLMGreedyAdapter(WavLLMAdapter):
+    """WavLLM with deterministic greedy decoding (batched, equal to batch size 1)."""
+
+    decoding = DecodingConfig(do_sample=False, num_beams=1)
+    default_batch_size = 8
+
+
+def left_pad(sequences):
+    """Stack (1, L_i, dim) embeddings to (B, L, dim) with zeros on the left, plus the attention mask."""
+    import torch
+
+    longest = max(s.shape[1] for s in sequences)
+    dim = sequences[0].shape[-1]
+    inputs = sequences[0].new_zeros(len(sequences), longest, dim)
+    mask = torch.zeros(len(sequences), longest, dtype=torch.long, device=sequences[0].device)
+    for i, s in enumerate(sequences):
+        inputs[i, longest - s.shape[1]:] = s[0]
+        mask[i, longest - s.shape[1]:] = 1
+    return inputs, mask
+
+
+def load_tokenizer(path: Path, vocab_size: int):
+    """SentencePiece, as the official code tokenises (HF tokenizers may split leading spaces differently)."""
+    import sentencepiece as spm
+
+    if not path.is_file():
+        raise InputError(path, "tokenizer not found", "copy the LLaMA-2 tokenizer.model into --model-path")
+    tokenizer = spm.SentencePieceProcessor(model_file=str(path))
+    if tokenizer.get_piece_size() != vocab_size:
+        raise InputError(path, f"{tokenizer.get_piece_size()} pieces, but the LLM has {vocab_size} embeddings",
+                         "use the LLaMA-2 tokenizer.model shipped with WavLLM")
+    return tokenizer
+
+
+def build_model(path: Path):
+    """WavLLMModel from the folder's configs (random weights, to be overwritten by the checkpoint)."""
+    from transformers import LlamaConfig, LlamaForCausalLM, WavLMConfig, WavLMModel, WhisperConfig
+    from transformers.models.whisper.modeling_whisper import WhisperEncoder
+    from wavllm_eval.model_zoo.wavllm_modeling import WavLLMDims, WavLLMModel
+
+    for sub in ("whisper", "wavlm", "llama"):
+        if not (path / sub / "config.json").is_file():
+            raise InputError(path / sub / "config.json", "missing", f"put the {sub} config in {path / sub}")
+    llama_config = LlamaConfig.from_pretrained(path / "llama")
+    llama_config._attn_implementation = "eager"  # fp32 softmax attention, as the official code
+    whisper_config = WhisperConfig.from_pretrained(path / "whisper")
+    wavlm_config = WavLMConfig.from_pretrained(path / "wavlm")
+    overrides = json.loads((path / "wavllm.json").read_text()) if (path / "wavllm.json").is_file() else {}
+    dims = WavLLMDims(**{"whisper_dim": whisper_config.d_model, "whisper_sub_mid": whisper_config.d_model,
+                         "wavlm_dim": wavlm_config.hidden_size, "llm_dim": llama_config.hidden_size,
+                         "projector_dim": llama_config.hidden_size // 2,
+                         "n_heads": llama_config.num_attention_heads, **overrides})
+    return WavLLMModel(WhisperEncoder(whisper_config), WavLMModel(wavlm_config), LlamaForCausalLM(llama_config), dims)

@@ -1,0 +1,263 @@
+"""WavLLM: checkpoint mapping, prompt ids, prompt-aware LoRA, and logits against an independent
+re-computation of the official (Meta-layout, fairseq-key) forward pass on the same weights."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tests.wavllm_tiny import N_HEADS, N_LAYERS, build_tiny_wavllm
+from wavllm_eval.audio import load_audio
+from wavllm_eval.errors import InputError
+from wavllm_eval.types import AudioRef, Prompt
+
+ASR_PROMPT = "Based on the attached audio, generate a comprehensive text transcription of the spoken content."
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory, shared_data):
+    return build_tiny_wavllm(tmp_path_factory.mktemp("wavllm"), shared_data / "llama2_tokenizer.model")
+
+
+@pytest.fixture(scope="module")
+def adapter(tiny):
+    from wavllm_eval.model_zoo.wavllm import WavLLMGreedyAdapter
+
+    return WavLLMGreedyAdapter.load(tiny[0], device="cpu", dtype="float32")
+
+
+@pytest.fixture(scope="module")
+def asr_audio(shared_data):
+    return load_audio(AudioRef(shared_data / "audio" / "asr.flac"))
+
+
+def test_prompt_token_ids_match_the_release(adapter):
+    left, right, scale_ids = adapter.prompt_pieces(ASR_PROMPT)
+    assert len(left) == 57
+    assert left[:10] == [1, 518, 25580, 29962, 9314, 14816, 29903, 6778, 13, 2887]
+    assert left[-8:] == [13, 13, 29966, 29903, 4162, 29923, 3210, 29958]
+    raw_right = adapter.tokenizer.encode(" </SPEECH> " + ASR_PROMPT + " [/INST]")
+    assert len(raw_right) == 29 and raw_right[:7] == [29871, 1533, 29903, 4162, 29923, 3210, 29958]
+    assert raw_right[-4:] == [518, 29914, 25580, 29962]
+    assert right == [1, *raw_right[1:]]  # the BOS quirk: '▁' replaced by BOS at inference
+    assert len(scale_ids) == 20 and adapter.tokenizer.id_to_piece(scale_ids[0]) == '▁"'
+    _, empty_right, empty_scale = adapter.prompt_pieces("")
+    assert len(empty_right) == 12 and empty_scale == [5124]
+
+
+def test_every_checkpoint_tensor_is_used_and_mismatches_are_named(tiny):
+    from wavllm_eval.model_zoo.wavllm import build_model
+    from wavllm_eval.model_zoo.wavllm_checkpoint import convert_state_dict
+
+    root, official = tiny
+    model = build_model(root)
+    converted = convert_state_dict(official, model)
+    assert len(converted) == len(official) == len(model.state_dict())
+    broken = dict(official)
+    broken.pop("gpt_model.model_llama.layers.1.attention.wk_lora_B")
+    broken["gpt_model.model_llama.extra_head.weight"] = torch.zeros(1)
+    with pytest.raises(InputError, match=r"missing 1 \(llama.model.layers.1.self_attn.k_proj.lora_B.weight\).*"
+                                         r"unexpected 1 \(gpt_model.model_llama.extra_head.weight\)"):
+        convert_state_dict(broken, model)
+
+
+def test_audio_token_count_for_the_asr_clip(adapter, asr_audio):
+    assert adapter.audio_embeddings(asr_audio).shape == (1, 131, 64)  # 1044 mel frames -> 522 -> 131
+
+
+# --- the independent reference: the official forward pass, Meta layout, from fairseq keys ----------
+def rms_norm(x, weight, eps=1e-6):
+    x32 = x.float()
+    return (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)).type_as(x) * weight
+
+
+def meta_llama(official, embeds, scale):
+    """Returns (last layer output before the final norm, logits); complex-pair RoPE; LoRA delta * scale."""
+    sd = {k[len("gpt_model.model_llama."):]: v for k, v in official.items() if k.startswith("gpt_model.model_llama.")}
+    batch, length, dim = embeds.shape
+    head_dim = dim // N_HEADS
+    freqs = 1.0 / (10000 ** (torch.arange(0, head_dim, 2)[: head_dim // 2].float() / head_dim))
+    freqs_cis = torch.polar(torch.ones(length, head_dim // 2), torch.outer(torch.arange(length).float(), freqs))
+
+    def rope(x):
+        xc = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))
+        return torch.view_as_real(xc * freqs_cis[None, :, None, :]).flatten(3).type_as(x)
+
+    def proj(x, layer, name):
+        out = x @ sd[f"layers.{layer}.attention.{name}.weight"].T
+        if scale is not None:
+            out = out + ((x @ sd[f"layers.{layer}.attention.{name}_lora_A"]) @ sd[f"layers.{layer}.attention.{name}_lora_B"]) * scale[:, None, :]
+        return out
+
+    mask = torch.full((length, length), float("-inf")).triu(1)
+    h = embeds
+    for i in range(N_LAYERS):
+        x = rms_norm(h, sd[f"layers.{i}.attention_norm.weight"])
+        q = rope(proj(x, i, "wq").view(batch, length, N_HEADS, head_dim))
+        k = rope(proj(x, i, "wk").view(batch, length, N_HEADS, head_dim))
+        v = proj(x, i, "wv").view(batch, length, N_HEADS, head_dim)
+        scores = (q.transpose(1, 2) @ k.transpose(1, 2).transpose(2, 3)) / math.sqrt(head_dim) + mask
+        attention = torch.softmax(scores.float(), dim=-1).type_as(q) @ v.transpose(1, 2)
+        h = h + proj(attention.transpose(1, 2).reshape(batch, length, dim), i, "wo")
+        x = rms_norm(h, sd[f"layers.{i}.ffn_norm.weight"])
+        gate = F.silu(x @ sd[f"layers.{i}.feed_forward.w1.weight"].T) * (x @ sd[f"layers.{i}.feed_forward.w3.weight"].T)
+        h = h + gate @ sd[f"layers.{i}.feed_forward.w2.weight"].T
+    return h, rms_norm(h, sd["norm.weight"]) @ sd["output.weight"].T
+
+
+def reference_scale(official, ids):
+    sd = {k[len("gpt_model.model_llama."):]: v for k, v in official.items() if k.startswith("gpt_model.model_llama.")}
+    hidden, _ = meta_llama(official, sd["tok_embeddings.weight"][ids][None], scale=None)
+    projected = F.linear(F.gelu(F.linear(hidden, sd["scale_fc_1.weight"], sd["scale_fc_1.bias"])),
+                         sd["scale_fc_2.weight"], sd["scale_fc_2.bias"])
+    weights = torch.softmax(F.linear(projected, sd["scale_weight_attention.weight"], sd["scale_weight_attention.bias"]), dim=1)
+    return torch.clamp(F.relu((weights * projected).sum(1)), max=3.0)
+
+
+def reference_stream(official, prefix, hidden):
+    x = hidden.transpose(1, 2)
+    for i in range(2):
+        x = F.glu(F.conv1d(x, official[f"{prefix}.subsample.conv_layers.{i}.weight"],
+                           official[f"{prefix}.subsample.conv_layers.{i}.bias"], stride=2, padding=1), dim=1)
+    x = x.transpose(1, 2)
+    branch = F.linear(F.gelu(F.linear(x, official[f"{prefix}.adapter.down_layer.weight"], official[f"{prefix}.adapter.down_layer.bias"])),
+                      official[f"{prefix}.adapter.up_layer.weight"], official[f"{prefix}.adapter.up_layer.bias"])
+    x = F.layer_norm(branch, (x.shape[-1],), official[f"{prefix}.adapter.layer_norm.weight"],
+                     official[f"{prefix}.adapter.layer_norm.bias"]) + x
+    return F.linear(x, official[f"{prefix}.projector.weight"], official[f"{prefix}.projector.bias"])
+
+
+def reference_audio(tiny, waveform):
+    from transformers import (
+        Wav2Vec2FeatureExtractor,
+        WavLMConfig,
+        WavLMModel,
+        WhisperConfig,
+        WhisperFeatureExtractor,
+    )
+    from transformers.models.whisper.modeling_whisper import WhisperEncoder
+
+    root, official = tiny
+    whisper = WhisperEncoder(WhisperConfig.from_pretrained(root / "whisper")).eval()
+    whisper.load_state_dict({k[len("audio_encoder.model."):]: v for k, v in official.items() if k.startswith("audio_encoder.model.")})
+    wavlm = WavLMModel(WavLMConfig.from_pretrained(root / "wavlm")).eval()
+    wavlm.load_state_dict({k[len("wavlm_encoder.model."):]: v for k, v in official.items() if k.startswith("wavlm_encoder.model.")})
+    mel = WhisperFeatureExtractor.from_pretrained(root / "whisper")(waveform, sampling_rate=16000, return_attention_mask=True, return_tensors="pt")
+    keep = (int(mel.attention_mask.sum()) - 1) // 2 + 1
+    semantic = reference_stream(official, "audio_encoder", whisper(mel.input_features).last_hidden_state[:, :keep])
+    values = Wav2Vec2FeatureExtractor.from_pretrained(root / "wavlm")(waveform, sampling_rate=16000, return_tensors="pt")
+    states = wavlm(values.input_values, output_hidden_states=True).hidden_states
+    weights = torch.softmax(official["wavlm_encoder.output_weights"], 0)
+    acoustic = reference_stream(official, "wavlm_encoder", sum(w * s for w, s in zip(weights, states, strict=True)))
+    length = min(semantic.shape[1], acoustic.shape[1])
+    return F.linear(torch.cat([semantic[:, :length], acoustic[:, :length]], -1), official["wavlm_audio_proj.weight"],
+                    official["wavlm_audio_proj.bias"])
+
+
+def test_logits_equal_the_official_forward_pass(tiny, adapter, asr_audio):
+    root, official = tiny
+    prompt = Prompt("0", ASR_PROMPT, (), waveforms=(asr_audio[: 16000 * 4],))
+    inputs, scale, _ = adapter.input_embeddings(prompt)
+    adapter.model.lora_scale.value = scale
+    try:
+        with torch.no_grad():
+            logits = adapter.model.llama(inputs_embeds=inputs).logits
+    finally:
+        adapter.model.lora_scale.value = None
+
+    left, right, scale_ids = adapter.prompt_pieces(ASR_PROMPT)
+    with torch.no_grad():
+        ref_scale = reference_scale(official, torch.tensor(scale_ids))
+        table = official["gpt_model.model_llama.tok_embeddings.weight"]
+        audio = reference_audio(tiny, asr_audio[: 16000 * 4])
+        embeds = torch.cat([table[torch.tensor(left)][None], audio, table[torch.tensor(right)][None]], dim=1)
+        _, ref_logits = meta_llama(official, embeds, ref_scale)
+    assert torch.allclose(scale, ref_scale, atol=1e-4)
+    assert ref_scale.abs().sum() > 0  # the LoRA path is exercised, not zeroed
+    assert logits.shape == ref_logits.shape
+    assert (logits - ref_logits).abs().max().item() < 1e-4
+
+
+def test_zero_scale_is_the_base_model_and_the_scale_path_is_exact(adapter):
+    from wavllm_eval.model_zoo.wavllm_modeling import LoRAScale, PromptScaledLoRALinear
+
+    model = adapter.model
+    ids = torch.tensor([[1, 450, 4996, 17354]])
+    with torch.no_grad():
+        base = model.llama(input_ids=ids).logits
+        model.lora_scale.value = torch.zeros(1, 64)
+        zero = model.llama(input_ids=ids).logits
+        model.lora_scale.value = None
+    assert torch.equal(base, zero)
+
+    torch.manual_seed(3)
+    state = LoRAScale()
+    layer = PromptScaledLoRALinear(torch.nn.Linear(8, 6), r=2, scale=state, channel_order=torch.tensor([1, 0, 3, 2, 5, 4]))
+    x, s = torch.randn(2, 3, 8), torch.rand(2, 6) * 3
+    state.value = s
+    expected = layer.base(x) + (x @ layer.lora_A.weight.T @ layer.lora_B.weight.T) * s[:, [1, 0, 3, 2, 5, 4]][:, None, :]
+    assert torch.allclose(layer(x), expected, atol=1e-6)
+
+
+def test_batched_greedy_equals_batch_one(adapter, asr_audio, shared_data):
+    prompts = [Prompt("a", ASR_PROMPT, (), waveforms=(asr_audio[:16000 * 3],)),
+               Prompt("b", "Translate the audio clip into German.", (), waveforms=(asr_audio[16000 * 2: 16000 * 4],)),
+               Prompt("c", "", (), waveforms=(asr_audio[:8000],))]
+    batched = adapter.generate(prompts, [1, 2, 3])
+    alone = [adapter.generate([p], [s])[0] for p, s in zip(prompts, [1, 2, 3], strict=True)]
+    assert [g.text for g in batched] == [g.text for g in alone]
+    assert all(g.n_new_tokens > 0 for g in batched)
+
+
+def test_choice_scores_are_log_probabilities(adapter, asr_audio):
+    [scores] = adapter.score_choices([Prompt("s", "Is there only one speaker in the audio clip?", (),
+                                             choices=("Yes", "No"), waveforms=(asr_audio[:16000],))])
+    assert len(scores) == 2 and all(s < 0 for s in scores)
+
+
+def test_converted_safetensors_folder_loads_the_same_model(tiny, tmp_path, adapter):
+    from wavllm_eval.model_zoo.wavllm import WavLLMGreedyAdapter
+    from wavllm_eval.model_zoo.wavllm_checkpoint import convert_checkpoint
+
+    out = convert_checkpoint(tiny[0], tmp_path / "converted")
+    assert (out / "model.safetensors").is_file() and not (out / "final.pt").exists()
+    again = WavLLMGreedyAdapter.load(out, device="cpu", dtype="float32")
+    for (name, a), (_, b) in zip(adapter.model.state_dict().items(), again.model.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
+
+
+def test_end_to_end_run_on_every_shared_manifest(tiny, tmp_path, shared_data):
+    from wavllm_eval.cli import main
+
+    out = tmp_path / "out"
+    argv = ["run", "--model", "wavllm", "--model-path", str(tiny[0]), "--output-dir", str(out), "--no-progress",
+            "--tasks", "librispeech-test-clean,covost2-en-de,voxceleb1-sv,iemocap-er,gaokao-sqa",
+            "--data", f"librispeech-test-clean={shared_data / 'asr.tsv'}", "--data", f"covost2-en-de={shared_data / 'en2de.tsv'}",
+            "--data", f"voxceleb1-sv={shared_data / 'sv.tsv'}", "--data", f"iemocap-er={shared_data / 'emo.tsv'}",
+            "--data", f"gaokao-sqa={shared_data / 'SQA.tsv'}"]
+    assert main(argv) == 0
+    results = json.loads((out / "wavllm/results.json").read_text())
+    for task_id, entry in results["tasks"].items():
+        assert entry["n_total"] == entry["n_scored"] == 1, task_id
+    assert "eer" in results["tasks"]["voxceleb1-sv"]["metrics"]  # candidate scoring ran
+    assert results["model"]["details"]["parameters"] > 0
+    records = [json.loads(x) for x in (out / "wavllm/samples/librispeech-test-clean.jsonl").read_text().splitlines()]
+    assert records[0]["status"] == "ok" and isinstance(records[0]["prediction"], str)
+
+
+def test_long_audio_is_chunked_at_30_seconds(adapter):
+    waveform = np.random.default_rng(0).standard_normal(16000 * 35).astype(np.float32) * 0.1
+    chunks = [waveform[: 16000 * 30], waveform[16000 * 30:]]
+    mels = [adapter.whisper_features(c, sampling_rate=16000, return_attention_mask=True, return_tensors="pt") for c in chunks]
+    with torch.no_grad():
+        stream = adapter.model.encode_whisper(torch.cat([m.input_features for m in mels]),
+                                              [int(m.attention_mask.sum()) for m in mels])
+    # each chunk keeps the longest chunk's 1500 encoder frames (padding of the 5 s tail included): 2 x 375
+    assert stream.shape == (1, 750, 32)
+    # WavLM sees the whole 35 s (1750 frames -> 438 tokens); the streams are cut to the shorter
+    assert adapter.audio_embeddings(waveform).shape == (1, 438, 64)
