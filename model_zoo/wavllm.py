@@ -76,7 +76,7 @@ class WavLLMAdapter(SpeechLLMAdapter):
         if torch_dtype is None:
             raise InputError("--dtype", f"unknown dtype {dtype!r}", "use float32, bfloat16 or float16")
         model = build_model(path)
-        from wavllm_eval.model_zoo.wavllm_checkpoint import load_weights
+        from wavllm_eval.model_zoo._wavllm_checkpoint import load_weights
 
         weights = path / "model.safetensors" if (path / "model.safetensors").is_file() else path / "final.pt"
         load_weights(model, weights)
@@ -241,7 +241,7 @@ def build_model(path: Path):
     """WavLLMModel from the folder's configs (random weights, to be overwritten by the checkpoint)."""
     from transformers import LlamaConfig, LlamaForCausalLM, WavLMConfig, WavLMModel, WhisperConfig
     from transformers.models.whisper.modeling_whisper import WhisperEncoder
-    from wavllm_eval.model_zoo.wavllm_modeling import WavLLMDims, WavLLMModel
+    from wavllm_eval.model_zoo._wavllm_modeling import WavLLMDims, WavLLMModel
 
     for sub in ("whisper", "wavlm", "llama"):
         if not (path / sub / "config.json").is_file():

@@ -52,7 +52,7 @@ def test_prompt_token_ids_match_the_release(adapter):
 
 def test_every_checkpoint_tensor_is_used_and_mismatches_are_named(tiny):
     from wavllm_eval.model_zoo.wavllm import build_model
-    from wavllm_eval.model_zoo.wavllm_checkpoint import convert_state_dict
+    from wavllm_eval.model_zoo._wavllm_checkpoint import convert_state_dict
 
     root, official = tiny
     model = build_model(root)
@@ -184,7 +184,7 @@ def test_logits_equal_the_official_forward_pass(tiny, adapter, asr_audio):
 
 
 def test_zero_scale_is_the_base_model_and_the_scale_path_is_exact(adapter):
-    from wavllm_eval.model_zoo.wavllm_modeling import LoRAScale, PromptScaledLoRALinear
+    from wavllm_eval.model_zoo._wavllm_modeling import LoRAScale, PromptScaledLoRALinear
 
     model = adapter.model
     ids = torch.tensor([[1, 450, 4996, 17354]])
@@ -222,7 +222,7 @@ def test_choice_scores_are_log_probabilities(adapter, asr_audio):
 
 def test_converted_safetensors_folder_loads_the_same_model(tiny, tmp_path, adapter):
     from wavllm_eval.model_zoo.wavllm import WavLLMGreedyAdapter
-    from wavllm_eval.model_zoo.wavllm_checkpoint import convert_checkpoint
+    from wavllm_eval.model_zoo._wavllm_checkpoint import convert_checkpoint
 
     out = convert_checkpoint(tiny[0], tmp_path / "converted")
     assert (out / "model.safetensors").is_file() and not (out / "final.pt").exists()

@@ -193,7 +193,7 @@ def convert(
     """Convert a released checkpoint once (e.g. WavLLM final.pt -> model.safetensors) so runs load it directly."""
     if model not in ("wavllm", "wavllm-greedy"):
         raise InputError("--model", f"no converter for {model!r}", "only wavllm checkpoints need converting")
-    from wavllm_eval.model_zoo.wavllm_checkpoint import convert_checkpoint
+    from wavllm_eval.model_zoo._wavllm_checkpoint import convert_checkpoint
 
     stdout.print(str(convert_checkpoint(model_path, output_dir)), highlight=False)
 

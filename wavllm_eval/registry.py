@@ -2,7 +2,8 @@
 
 Discovery imports every module of `wavllm_eval.tasks` and `wavllm_eval.model_zoo` (plus the
 `wavllm_eval.plugins` entry points of outside packages), so there is no list to edit. Those modules
-import in milliseconds: torch and transformers are imported inside `load` only.
+import in milliseconds: torch and transformers are imported inside `load` only, and modules whose
+name starts with `_` (an adapter's network and checkpoint code) are not imported by discovery.
 """
 
 from __future__ import annotations
@@ -81,6 +82,8 @@ def discover() -> None:
     for package_name in PLUGIN_PACKAGES:
         package = importlib.import_module(package_name)
         for info in pkgutil.iter_modules(package.__path__, prefix=f"{package_name}."):
+            if info.name.rsplit(".", 1)[-1].startswith("_"):
+                continue  # private helpers (big nets, checkpoint code) load with their adapter, not here
             importlib.import_module(info.name)
     for entry_point in entry_points(group=ENTRY_POINT_GROUP):
         entry_point.load()

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import torch
-from wavllm_eval.model_zoo.wavllm_modeling import WavLLMModel, meta_to_hf_rows
+from wavllm_eval.model_zoo._wavllm_modeling import WavLLMModel, meta_to_hf_rows
 
 from wavllm_eval.errors import InputError
 
