@@ -114,12 +114,12 @@ def load_weights(model: WavLLMModel, weights: Path) -> None:
         from safetensors.torch import load_file
 
         state = load_file(str(weights))
-        result = model.load_state_dict(state, strict=False)
+        result = model.load_state_dict(state, strict=False, assign=True)
         if result.missing_keys or result.unexpected_keys:
             raise InputError(weights, f"missing {result.missing_keys[:5]}, unexpected {result.unexpected_keys[:5]}",
                              "re-run `wavllm-eval convert` for this model folder")
         return
-    model.load_state_dict(convert_state_dict(read_official(weights), model), strict=True)
+    model.load_state_dict(convert_state_dict(read_official(weights), model), strict=True, assign=True)
 
 
 def convert_checkpoint(source: Path, destination: Path) -> Path:
@@ -131,7 +131,7 @@ def convert_checkpoint(source: Path, destination: Path) -> Path:
     from wavllm_eval.model_zoo.wavllm import build_model
 
     source, destination = Path(source), Path(destination)
-    model = build_model(source)
+    model = build_model(source, empty=True)
     load_weights(model, source / "final.pt")
     destination.mkdir(parents=True, exist_ok=True)
     for item in ("tokenizer.model", "wavllm.json", "whisper", "wavlm", "llama"):

@@ -75,7 +75,7 @@ class WavLLMAdapter(SpeechLLMAdapter):
                        "fp16": torch.float16}.get(dtype)
         if torch_dtype is None:
             raise InputError("--dtype", f"unknown dtype {dtype!r}", "use float32, bfloat16 or float16")
-        model = build_model(path)
+        model = build_model(path, empty=True)
         from wavllm_eval.model_zoo._wavllm_checkpoint import load_weights
 
         weights = path / "model.safetensors" if (path / "model.safetensors").is_file() else path / "final.pt"
@@ -237,8 +237,9 @@ def load_tokenizer(path: Path, vocab_size: int):
     return tokenizer
 
 
-def build_model(path: Path):
-    """WavLLMModel from the folder's configs (random weights, to be overwritten by the checkpoint)."""
+def build_model(path: Path, empty: bool = False):
+    """WavLLMModel from the folder's configs. `empty`: parameters on the meta device, to be assigned
+    from the checkpoint (no 30 GB of random init before a 30 GB load); buffers stay real."""
     from transformers import LlamaConfig, LlamaForCausalLM, WavLMConfig, WavLMModel, WhisperConfig
     from transformers.models.whisper.modeling_whisper import WhisperEncoder
     from wavllm_eval.model_zoo._wavllm_modeling import WavLLMDims, WavLLMModel
@@ -255,4 +256,10 @@ def build_model(path: Path):
                          "wavlm_dim": wavlm_config.hidden_size, "llm_dim": llama_config.hidden_size,
                          "projector_dim": llama_config.hidden_size // 2,
                          "n_heads": llama_config.num_attention_heads, **overrides})
+    if empty:
+        from accelerate import init_empty_weights
+
+        with init_empty_weights(include_buffers=False):
+            return WavLLMModel(WhisperEncoder(whisper_config), WavLMModel(wavlm_config),
+                               LlamaForCausalLM(llama_config), dims)
     return WavLLMModel(WhisperEncoder(whisper_config), WavLMModel(wavlm_config), LlamaForCausalLM(llama_config), dims)
