@@ -150,7 +150,7 @@ def _heatmap(table: pd.DataFrame) -> str:
     for task in grid.columns:
         column = grid[task]
         span = column.max() - column.min()
-        score = (column - column.min()) / span if span else column * 0 + 1.0
+        score = (column - column.min()) / span if span else column * 0 + 0.5  # no rival: neutral, not "best"
         scaled[task] = score if direction[task] else 1 - score
     figure, axis = plt.subplots(figsize=(1.3 * len(grid.columns) + 2, 0.5 * len(grid.index) + 1.5))
     image = axis.imshow(scaled.to_numpy(dtype=float), cmap="RdYlGn", vmin=0, vmax=1, aspect="auto")
