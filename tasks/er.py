@@ -14,7 +14,7 @@ from typing import Any
 
 from wavllm_eval.tasks.wavllm_manifest import header_duration_s, is_manifest, manifest_samples
 
-from wavllm_eval.answers import EMOTION_CODES, EMOTION_SYNONYMS, extract_emotion
+from wavllm_eval.answers import EMOTION_CODES, EMOTION_SYNONYMS, extract_emotion, unparsed_summary
 from wavllm_eval.errors import InputError
 from wavllm_eval.metrics.base import RowMetric
 from wavllm_eval.metrics.classification import Accuracy, BalancedAccuracy, argmax_choice
@@ -81,9 +81,8 @@ class IEMOCAPEmotion(BaseTask):
         matrix = {truth: dict.fromkeys(columns, 0) for truth in CLASSES}
         for record in ok:
             matrix[reference_label(record)][_free(record) or "unparsed"] += 1
-        unparsed = sum(row["unparsed"] for row in matrix.values())
         return {"confusion_matrix": {"rows": "reference", "columns": columns, "counts": matrix},
-                "unparsed": unparsed, "unparsed_rate": round(100 * unparsed / len(ok), 4) if ok else 0.0}
+                **unparsed_summary(records, _free)}
 
 
 def read_iemocap(root: Path) -> Iterator[Sample]:

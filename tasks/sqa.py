@@ -13,7 +13,7 @@ from typing import Any
 
 from wavllm_eval.tasks.wavllm_manifest import manifest_samples
 
-from wavllm_eval.answers import extract_option, parse_options
+from wavllm_eval.answers import extract_option, parse_options, unparsed_summary
 from wavllm_eval.metrics.base import RowMetric
 from wavllm_eval.metrics.classification import Accuracy, argmax_choice
 from wavllm_eval.registry import register_task
@@ -66,6 +66,4 @@ class GaokaoSQA(BaseTask):
         return {"answer_extraction": "extract_option/v1 (letter patterns, then a uniquely quoted option text)"}
 
     def extra(self, records: Sequence[Record]) -> Mapping[str, Any]:
-        ok = [r for r in records if r.status == "ok"]
-        unparsed = sum(chosen_option(r) is None for r in ok)
-        return {"unparsed": unparsed, "unparsed_rate": round(100 * unparsed / len(ok), 4) if ok else 0.0}
+        return unparsed_summary(records, chosen_option)

@@ -15,7 +15,7 @@ from typing import Any
 
 from wavllm_eval.tasks.wavllm_manifest import header_duration_s, is_manifest, manifest_samples
 
-from wavllm_eval.answers import extract_yes_no
+from wavllm_eval.answers import extract_yes_no, unparsed_summary
 from wavllm_eval.errors import InputError
 from wavllm_eval.metrics.base import RowMetric
 from wavllm_eval.metrics.classification import Accuracy, argmax_choice
@@ -80,9 +80,7 @@ class VoxCeleb1Verification(BaseTask):
                 "at argmin |FNR - FPR| (voxceleb_trainer)", "min_dcf": "normalised, C_miss = C_fa = 1"}
 
     def extra(self, records: Sequence[Record]) -> Mapping[str, Any]:
-        ok = [r for r in records if r.status == "ok"]
-        unparsed = sum(extract_yes_no(r.prediction) is None for r in ok)
-        return {"unparsed": unparsed, "unparsed_rate": round(100 * unparsed / len(ok), 4) if ok else 0.0}
+        return unparsed_summary(records, lambda r: extract_yes_no(r.prediction))
 
 
 def read_trials(path: Path) -> Iterator[Sample]:

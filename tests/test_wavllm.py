@@ -51,8 +51,8 @@ def test_prompt_token_ids_match_the_release(adapter):
 
 
 def test_every_checkpoint_tensor_is_used_and_mismatches_are_named(tiny):
-    from wavllm_eval.model_zoo.wavllm import build_model
     from wavllm_eval.model_zoo._wavllm_checkpoint import convert_state_dict
+    from wavllm_eval.model_zoo.wavllm import build_model
 
     root, official = tiny
     model = build_model(root)
@@ -221,8 +221,8 @@ def test_choice_scores_are_log_probabilities(adapter, asr_audio):
 
 
 def test_converted_safetensors_folder_loads_the_same_model(tiny, tmp_path, adapter):
-    from wavllm_eval.model_zoo.wavllm import WavLLMGreedyAdapter
     from wavllm_eval.model_zoo._wavllm_checkpoint import convert_checkpoint
+    from wavllm_eval.model_zoo.wavllm import WavLLMGreedyAdapter
 
     out = convert_checkpoint(tiny[0], tmp_path / "converted")
     assert (out / "model.safetensors").is_file() and not (out / "final.pt").exists()

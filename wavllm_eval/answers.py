@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from wavllm_eval.types import Record
 
 _YES_NO = re.compile(r"\b(yes|no)\b")
 _SAME_SPEAKER = re.compile(r"\b(only one|one single|a single|just one|the same|same) (speaker|person|voice|individual)")
@@ -100,3 +103,10 @@ def extract_option(text: str, options: Mapping[str, str]) -> str | None:
     plain = _plain(text)
     quoted = [letter for letter, option in options.items() if option and _plain(option) in plain]
     return quoted[0] if len(quoted) == 1 else None
+
+
+def unparsed_summary(records: Sequence[Record], extract: Callable[[Record], Any]) -> dict[str, float]:
+    """How many scored answers the extractor could not read, for a task's `extra` block."""
+    ok = [r for r in records if r.status == "ok"]
+    unparsed = sum(extract(r) is None for r in ok)
+    return {"unparsed": unparsed, "unparsed_rate": round(100 * unparsed / len(ok), 4) if ok else 0.0}

@@ -24,17 +24,6 @@ class Metric(Protocol):
 
     def update(self, records: Sequence[Record]) -> None: ...
 
-    @property
-    def sum_decomposable(self) -> bool:
-        """True when the corpus value is a function of summed rows (not EER-like metrics)."""
-        return type(self).reduce is RowMetric.reduce
-
-    def per_sample_values(self) -> np.ndarray:
-        """Each sample's own value (its row alone), for drill-downs; NaN where undefined."""
-        if not self._rows or not self.sum_decomposable:
-            return np.full(len(self._rows), np.nan)
-        return np.asarray(self.from_totals(self.rows), dtype=np.float64)
-
     def compute(self) -> float: ...
 
     def bootstrap(self, n: int = BOOTSTRAP_RESAMPLES, seed: int = 1) -> tuple[float, float]: ...
