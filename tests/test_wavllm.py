@@ -261,3 +261,17 @@ def test_long_audio_is_chunked_at_30_seconds(adapter):
     assert stream.shape == (1, 750, 32)
     # WavLM sees the whole 35 s (1750 frames -> 438 tokens); the streams are cut to the shorter
     assert adapter.audio_embeddings(waveform).shape == (1, 438, 64)
+
+
+def test_int8_loading_runs_and_stays_close_to_fp32(tiny, adapter, asr_audio):
+    from wavllm_eval.model_zoo.wavllm import WavLLMGreedyAdapter
+
+    quantised = WavLLMGreedyAdapter.load(tiny[0], device="cpu", dtype="int8")
+    assert quantised.describe()["dtype"] == "int8-dynamic"
+    ids = torch.tensor([[1, 450, 4996, 17354, 1701]])
+    with torch.no_grad():
+        full = adapter.model.llama(input_ids=ids).logits
+        small = quantised.model.llama(input_ids=ids).logits
+    assert torch.corrcoef(torch.stack([full.flatten(), small.flatten()]))[0, 1] > 0.99
+    [generation] = quantised.generate([Prompt("q", ASR_PROMPT, (), waveforms=(asr_audio[:16000],))], [1])
+    assert generation.n_new_tokens > 0
