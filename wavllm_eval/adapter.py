@@ -1,9 +1,14 @@
 """The model-adapter contract: a few batched methods over prompt lists (after lm-evaluation-harness).
 
 An adapter never sees a task: it gets model-neutral `Prompt`s (instruction text + decoded audio)
-and returns raw text. Speech LLMs subclass `SpeechLLMAdapter`, which keeps sampling reproducible
-per sample whatever the batch: with sampling on, each prompt is generated alone under its own seed;
-greedy/beam decoding is batched (left padding), and must equal batch size 1.
+and returns raw text. Everything the runner, `evaluate` and the CLI ask of an adapter is declared in
+`ModelAdapter`; `BaseAdapter` gives the defaults, so an adapter file states only what differs.
+
+Multi-clip samples (a verification trial's two utterances) arrive as one waveform per clip in
+`Prompt.waveforms`. A model with a single audio input calls `Prompt.single_waveform()`, which joins
+the clips with `CLIP_GAP_S` of silence (SALMONN's and WavLLM's convention), so every single-input
+model hears exactly the same signal; a chat model that takes several audio parts passes one part per
+clip. The model's audio limit (`max_audio_s`) applies to each clip, never to a trial's sum.
 """
 
 from __future__ import annotations
@@ -12,9 +17,12 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from wavllm_eval.types import Generation, Prompt
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+DTYPES = ("auto", "float32", "bfloat16", "float16", "int8")
 
 
 @dataclass(frozen=True)
@@ -29,15 +37,40 @@ class DecodingConfig:
     max_new_tokens: int | None = None  # None: the prompt's own limit
 
 
+@dataclass(frozen=True)
+class LoadOptions:
+    """How `run` asks an adapter to load: all of it is part of the run's configuration hash.
+
+    `max_new_tokens` caps every generation (the model's own limit, or the task's, whichever is
+    smaller still applies): a quick look at a big model, and the short limit tests give tiny random
+    models, which never emit EOS.
+    """
+
+    device: str = "auto"
+    dtype: str = "auto"
+    max_new_tokens: int | None = None
+
+    def cap(self, limit: int) -> int:
+        """`limit` under the user's cap."""
+        return min(limit, self.max_new_tokens) if self.max_new_tokens else limit
+
+
 @runtime_checkable
 class ModelAdapter(Protocol):
+    """What the core calls on a model. Optional abilities are flags with defaults in BaseAdapter."""
+
     id: str
-    max_audio_s: float | None  # longer clips are recorded as `skipped`, not dropped
+    max_audio_s: float | None  # per clip; a longer clip makes its sample `skipped`, with the reason
+    supports_choice_scoring: bool  # True: `score_choices` gives log P(choice | audio, prompt)
+    default_batch_size: int  # samples per batch under --batch-size auto (capped by an audio-seconds budget)
+    required_files: ClassVar[tuple[str, ...]]  # what --model-path must hold ("a|b": either); () = no path needed
 
     @classmethod
-    def load(cls, path: Path | None, device: str, dtype: str) -> ModelAdapter: ...
+    def load(cls, path: Path | None, options: LoadOptions) -> ModelAdapter: ...
 
     def generate(self, prompts: Sequence[Prompt], seeds: Sequence[int]) -> list[Generation]: ...
+
+    def score_choices(self, prompts: Sequence[Prompt]) -> list[list[float]]: ...
 
     def describe(self) -> Mapping[str, Any]: ...
 
@@ -47,13 +80,23 @@ class OutOfMemory(RuntimeError):
 
 
 class BaseAdapter:
-    """Defaults shared by every adapter."""
+    """Defaults shared by every adapter.
+
+    `convert(src, out)` is an optional classmethod: an adapter whose released checkpoint needs a
+    one-off conversion defines it, and `wavllm-eval convert --model ID` finds it there.
+    """
 
     id: str = ""
     max_audio_s: float | None = None
     supports_choice_scoring: bool = False
     default_batch_size: int = 1
+    required_files: ClassVar[tuple[str, ...]] = ()
     path: Path | None = None
+    options: LoadOptions = LoadOptions()
+
+    @classmethod
+    def load(cls, path: Path | None, options: LoadOptions) -> BaseAdapter:
+        raise NotImplementedError
 
     def generate(self, prompts: Sequence[Prompt], seeds: Sequence[int]) -> list[Generation]:
         raise NotImplementedError
@@ -63,8 +106,19 @@ class BaseAdapter:
         raise NotImplementedError(f"model {self.id!r} does not score candidate answers")
 
     def describe(self) -> Mapping[str, Any]:
-        """Identity for results.json: what was loaded and how it decodes (hashed into config_hash)."""
+        """Identity for results.json: what was loaded and how it decodes."""
         return {"id": self.id, "path": str(self.path) if self.path else None}
+
+    @classmethod
+    def missing_files(cls, path: Path | None) -> list[str]:
+        """Every entry of `required_files` absent under `path` (all at once, before anything loads)."""
+        if not cls.required_files:
+            return []
+        if path is None:
+            return list(cls.required_files)
+        root = Path(path)
+        return [entry for entry in cls.required_files
+                if not any((root / option).exists() for option in entry.split("|"))]
 
 
 class SpeechLLMAdapter(BaseAdapter):
@@ -92,14 +146,21 @@ class SpeechLLMAdapter(BaseAdapter):
         torch.manual_seed(seed)
 
 
-def model_config(adapter_cls: type, model_id: str, path: Path | None, dtype: str) -> dict[str, Any]:
+def convert_method(adapter_cls: type):
+    """The adapter's `convert(src, out) -> Path` classmethod, or None when it needs no conversion."""
+    return getattr(adapter_cls, "convert", None)
+
+
+def model_config(adapter_cls: type, model_id: str, path: Path | None, options: LoadOptions) -> dict[str, Any]:
     """What identifies a model configuration without loading it (hashed into `config_hash`)."""
     config: dict[str, Any] = {
         "id": model_id,
         "path": str(Path(path).resolve()) if path is not None else None,
-        "dtype": dtype,
+        "dtype": options.dtype,
         "adapter": f"{adapter_cls.__module__}.{adapter_cls.__qualname__}",
     }
+    if options.max_new_tokens is not None:
+        config["max_new_tokens"] = options.max_new_tokens
     decoding = getattr(adapter_cls, "decoding", None)
     if dataclasses.is_dataclass(decoding):
         config["decoding"] = dataclasses.asdict(decoding)

@@ -14,6 +14,7 @@ from typing import Any, Literal
 import numpy as np
 
 SAMPLE_RATE_HZ = 16_000
+CLIP_GAP_S = 0.1  # silence between the clips of a multi-clip sample, for single-input models
 Status = Literal["ok", "failed", "skipped"]
 
 
@@ -37,6 +38,11 @@ class Sample:
     choices: tuple[str, ...] = ()
     duration_s: float = 0.0  # total audio seconds, read from the file header
     meta: Mapping[str, str] = field(default_factory=dict)
+    clip_durations_s: tuple[float, ...] = ()  # per clip, when there are several (per-clip model limits)
+
+    @property
+    def clip_durations(self) -> tuple[float, ...]:
+        return self.clip_durations_s or (self.duration_s,)
 
 
 @dataclass(frozen=True, eq=False)
@@ -50,6 +56,18 @@ class Prompt:
     max_new_tokens: int = 256
     # Decoded 16 kHz mono float32 audio, one array per AudioRef; filled by the runner.
     waveforms: tuple[np.ndarray, ...] = ()
+
+    def single_waveform(self) -> np.ndarray:
+        """The one signal a single-input model hears: the clips in order, `CLIP_GAP_S` of silence
+        between them (SALMONN's and WavLLM's convention for a verification trial). Every adapter with
+        one audio input calls this, so all of them are evaluated on the same signal."""
+        if len(self.waveforms) == 1:
+            return self.waveforms[0]
+        gap = np.zeros(int(round(CLIP_GAP_S * SAMPLE_RATE_HZ)), dtype=np.float32)
+        parts: list[np.ndarray] = []
+        for i, wave in enumerate(self.waveforms):
+            parts.extend([gap, wave] if i else [wave])
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
 
 
 @dataclass(frozen=True)
