@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from wavllm_eval.adapter import BaseAdapter
+from wavllm_eval.adapter import BaseAdapter, LoadOptions
 from wavllm_eval.registry import register_model
 from wavllm_eval.types import SAMPLE_RATE_HZ, Generation, Prompt
 
@@ -29,7 +29,7 @@ class PocketSphinxAdapter(BaseAdapter):
         self.path = model_dir
 
     @classmethod
-    def load(cls, path: Path | None = None, device: str = "cpu", dtype: str = "auto") -> PocketSphinxAdapter:
+    def load(cls, path: Path | None = None, options: LoadOptions = LoadOptions()) -> PocketSphinxAdapter:
         """`path`: an acoustic-model folder with `mdef` etc. beside `*.lm.bin` and `*.dict`; by default
         the model bundled in the wheel."""
         from pocketsphinx import Config, Decoder
@@ -50,8 +50,11 @@ class PocketSphinxAdapter(BaseAdapter):
         return [self._transcribe(p) for p in prompts]
 
     def _transcribe(self, prompt: Prompt) -> Generation:
-        audio = np.concatenate(prompt.waveforms) if len(prompt.waveforms) > 1 else prompt.waveforms[0]
+        audio = prompt.single_waveform()
         pcm16 = np.clip(np.round(audio * 32768.0), -32768, 32767).astype("<i2")
+        # The feature front end keeps cepstral-mean state across utterances: reset it, so a
+        # sample's transcript never depends on what was decoded before it (order, resume point).
+        self.decoder.reinit_feat()
         self.decoder.start_utt()
         self.decoder.process_raw(pcm16.tobytes(), full_utt=True)
         self.decoder.end_utt()

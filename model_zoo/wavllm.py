@@ -10,8 +10,19 @@ is the deterministic variant (batched with left padding, equal to batch size 1).
     tokenizer.model       the LLaMA-2 SentencePiece model (32,000 pieces)
     whisper/config.json   + preprocessor_config.json   (openai/whisper-large-v2)
     wavlm/config.json     + preprocessor_config.json   (microsoft/wavlm-base)
-    llama/config.json     LLaMA-2-7B-chat (rms_norm_eps 1e-6, as WavLLM's own LLaMA code)
+    llama/config.json     LLaMA-2-7B-chat; its rms_norm_eps is pinned to the release's 1e-6 (below)
     wavllm.json           optional: adapter sizes (defaults: the released model's)
+
+`wavllm.json` fields (all optional; each defaults to the released model's size, derived from the
+configs where it can be): `whisper_dim` / `wavlm_dim` / `llm_dim` (encoder and LLM widths, from the
+configs), `whisper_sub_mid` / `wavlm_sub_mid` (Conv1d+GLU subsampler widths), `adapter_dim` /
+`adapter_bottleneck` (the bottleneck adapters), `projector_dim` (llm_dim / 2), `prompt_hidden`
+(the prompt-aware LoRA scale MLP), `lora_r` / `lora_alpha` (LoRA rank and alpha), `n_heads`.
+
+RMSNorm eps: WavLLM's own LLaMA code uses 1e-6, while a stock LLaMA-2-7B-chat `config.json` says
+1e-5; that difference moves the logits by about 0.4. The loader always builds the LLM with
+1e-6 (`RELEASED_RMS_NORM_EPS`) and records that it overrode the config, so a user who copied the
+stock config still gets the released model.
 
 Whisper and WavLM are built from their configs alone: every weight comes from the checkpoint.
 """
@@ -19,16 +30,19 @@ Whisper and WavLM are built from their configs alone: every weight comes from th
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from wavllm_eval.adapter import DecodingConfig, SpeechLLMAdapter, resolve_device
+from wavllm_eval.adapter import DecodingConfig, LoadOptions, SpeechLLMAdapter, resolve_device
 from wavllm_eval.errors import InputError
 from wavllm_eval.registry import register_model
 from wavllm_eval.types import SAMPLE_RATE_HZ, Generation, Prompt
+
+log = logging.getLogger(__name__)
 
 SYSTEM = ("As a helpful language and speech assistant, you are able to understand the speech content provided by "
           "the user, and assist the user with a variety of tasks using natural language.")
@@ -37,7 +51,7 @@ BOS, EOS, UNK = 1, 2, 0
 MAX_STEPS = 512  # --max-len-b 512: generator steps, the forced right-prompt tokens included
 CHUNK_SAMPLES = 30 * SAMPLE_RATE_HZ
 MAX_AUDIO_S = 40.0  # the released task's max_positions 640,000 samples
-PAIR_GAP_S = 0.1  # two clips (speaker verification) are joined by 0.1 s of silence
+RELEASED_RMS_NORM_EPS = 1e-6  # WavLLM's LLaMA code (llama/model.py ModelArgs.norm_eps)
 
 
 def right_text(instruction: str) -> str:
@@ -52,25 +66,37 @@ class WavLLMAdapter(SpeechLLMAdapter):
     max_audio_s = MAX_AUDIO_S
     supports_choice_scoring = True
     default_batch_size = 4
+    required_files = ("final.pt|model.safetensors", "tokenizer.model", "whisper/config.json",
+                      "whisper/preprocessor_config.json", "wavlm/config.json", "wavlm/preprocessor_config.json",
+                      "llama/config.json")
 
     def __init__(self, model: Any, tokenizer: Any, whisper_features: Any, wavlm_features: Any, path: Path,
-                 device: str, dtype: Any) -> None:
+                 device: str, dtype: Any, options: LoadOptions = LoadOptions()) -> None:
         self.model, self.tokenizer = model, tokenizer
         self.whisper_features, self.wavlm_features = whisper_features, wavlm_features
         self.path, self.device, self.dtype = path, device, dtype
+        self.options = options
         self.quantised = any("quantized" in type(m).__module__ for m in model.modules())
 
     # --- loading ----------------------------------------------------------------------------------
     @classmethod
-    def load(cls, path: Path | None, device: str = "auto", dtype: str = "auto") -> WavLLMAdapter:
+    def convert(cls, source: Path, destination: Path) -> Path:
+        """The released final.pt -> a model.safetensors folder in this implementation's key layout."""
+        from wavllm_eval.model_zoo._wavllm_checkpoint import convert_checkpoint
+
+        return convert_checkpoint(source, destination)
+
+    @classmethod
+    def load(cls, path: Path | None, options: LoadOptions = LoadOptions()) -> WavLLMAdapter:
         import torch
         from transformers import Wav2Vec2FeatureExtractor, WhisperFeatureExtractor
 
-        if path is None or not Path(path).is_dir():
-            raise InputError(path, "WavLLM needs --model-path, a folder with final.pt, tokenizer.model and configs",
+        missing = cls.missing_files(path)
+        if path is None or not Path(path).is_dir() or missing:
+            raise InputError(path or "--model-path", "a WavLLM model folder needs " + ", ".join(missing or cls.required_files),
                              "see `python -c 'import wavllm_eval.model_zoo.wavllm as m; help(m)'` for the layout")
         path = Path(path)
-        device = resolve_device(device)
+        device, dtype = resolve_device(options.device), options.dtype
         int8 = dtype in ("int8", "8bit")
         torch_dtype = {"auto": torch.float32, "float32": torch.float32, "fp32": torch.float32,
                        "bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16,
@@ -92,18 +118,9 @@ class WavLLMAdapter(SpeechLLMAdapter):
             torch.ao.quantization.quantize_dynamic(model.llama, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
         tokenizer = load_tokenizer(path / "tokenizer.model", model.llama.config.vocab_size)
         return cls(model, tokenizer, WhisperFeatureExtractor.from_pretrained(path / "whisper"),
-                   Wav2Vec2FeatureExtractor.from_pretrained(path / "wavlm"), path, device, torch_dtype)
+                   Wav2Vec2FeatureExtractor.from_pretrained(path / "wavlm"), path, device, torch_dtype, options)
 
     # --- inputs -----------------------------------------------------------------------------------
-    def _waveform(self, prompt: Prompt) -> np.ndarray:
-        if len(prompt.waveforms) == 1:
-            return prompt.waveforms[0]
-        gap = np.zeros(int(PAIR_GAP_S * SAMPLE_RATE_HZ), dtype=np.float32)
-        parts: list[np.ndarray] = []
-        for i, wave in enumerate(prompt.waveforms):
-            parts.extend([gap, wave] if i else [wave])
-        return np.concatenate(parts)
-
     def audio_embeddings(self, waveform: np.ndarray):
         """(1, T, llm_dim): the fused speech tokens of one clip."""
         import torch
@@ -138,7 +155,7 @@ class WavLLMAdapter(SpeechLLMAdapter):
 
         left, right, scale_ids = self.prompt_pieces(prompt.text)
         embed = self.model.llama.model.embed_tokens
-        audio = self.audio_embeddings(self._waveform(prompt))
+        audio = self.audio_embeddings(prompt.single_waveform())
         with torch.no_grad():
             ids = lambda xs: torch.tensor([xs], device=self.device)  # noqa: E731
             inputs = torch.cat([embed(ids(left)), audio.to(embed.weight.dtype), embed(ids(right))], dim=1)
@@ -151,7 +168,7 @@ class WavLLMAdapter(SpeechLLMAdapter):
 
         built = [self.input_embeddings(p) for p in prompts]
         # 512 generator steps include the forced right prompt (its first token is the BOS)
-        limits = [MAX_STEPS - (n_right - 1) for _, _, n_right in built]
+        limits = [self.options.cap(MAX_STEPS - (n_right - 1)) for _, _, n_right in built]
         inputs, mask = left_pad([b[0] for b in built])
         self.model.lora_scale.value = torch.cat([b[1] for b in built])
         decoding = self.decoding
@@ -204,7 +221,10 @@ class WavLLMAdapter(SpeechLLMAdapter):
         n_params = sum(p.numel() for p in self.model.parameters())
         info: dict[str, Any] = {"id": self.id, "path": str(self.path), "parameters": n_params,
                                 "dtype": "int8-dynamic" if self.quantised else str(self.dtype).replace("torch.", ""),
-                                "device": self.device,
+                                "device": self.device, "rms_norm_eps": RELEASED_RMS_NORM_EPS,
+                                "rms_norm_eps_in_config": getattr(self.model, "config_rms_norm_eps", None),
+                                "max_new_tokens_cap": self.options.max_new_tokens,
+                                "long_audio_policy": f"skip clips over {MAX_AUDIO_S:g} s (released max_positions)",
                                 "decoding": dict(vars(self.decoding)) if hasattr(self.decoding, "__dict__") else {},
                                 "wavlm_do_normalize": bool(getattr(self.wavlm_features, "do_normalize", False))}
         if self.device.startswith("cuda"):
@@ -259,6 +279,11 @@ def build_model(path: Path, empty: bool = False):
             raise InputError(path / sub / "config.json", "missing", f"put the {sub} config in {path / sub}")
     llama_config = LlamaConfig.from_pretrained(path / "llama")
     llama_config._attn_implementation = "eager"  # fp32 softmax attention, as the official code
+    config_eps = float(llama_config.rms_norm_eps)
+    if config_eps != RELEASED_RMS_NORM_EPS:
+        log.warning("%s: rms_norm_eps %g differs from the released WavLLM's %g; using %g",
+                    path / "llama" / "config.json", config_eps, RELEASED_RMS_NORM_EPS, RELEASED_RMS_NORM_EPS)
+    llama_config.rms_norm_eps = RELEASED_RMS_NORM_EPS
     whisper_config = WhisperConfig.from_pretrained(path / "whisper")
     wavlm_config = WavLMConfig.from_pretrained(path / "wavlm")
     overrides = json.loads((path / "wavllm.json").read_text()) if (path / "wavllm.json").is_file() else {}
@@ -270,6 +295,9 @@ def build_model(path: Path, empty: bool = False):
         from accelerate import init_empty_weights
 
         with init_empty_weights(include_buffers=False):
-            return WavLLMModel(WhisperEncoder(whisper_config), WavLMModel(wavlm_config),
-                               LlamaForCausalLM(llama_config), dims)
-    return WavLLMModel(WhisperEncoder(whisper_config), WavLMModel(wavlm_config), LlamaForCausalLM(llama_config), dims)
+            model = WavLLMModel(WhisperEncoder(whisper_config), WavLMModel(wavlm_config),
+                                LlamaForCausalLM(llama_config), dims)
+    else:
+        model = WavLLMModel(WhisperEncoder(whisper_config), WavLMModel(wavlm_config), LlamaForCausalLM(llama_config), dims)
+    model.config_rms_norm_eps = config_eps
+    return model

@@ -1,10 +1,15 @@
-"""Paired significance between two runs on the same samples.
+"""Paired significance between two runs on the same samples, from the rows scoring stored.
 
-Rows of each task's metrics are paired by sample id (only ids scored `ok` in both runs). The paired
-bootstrap draws one index matrix and applies it to both runs (Koehn 2004, as sacreBLEU's
-`--paired-bs`): p = (#{|Δ_b − mean Δ| ≥ |Δ_obs|} + 1) / (B + 1). For WER, a matched-pairs test is
-added: the Wilcoxon signed-rank test on per-utterance error counts (scipy), a distribution-free
-stand-in for NIST's MAPSSWE that needs no segment alignment.
+Rows of each task's metrics are paired by sample id (only ids scored `ok` in both runs).
+- BLEU and chrF: sacreBLEU's own paired bootstrap (`sacrebleu.significance._paired_bs_test`, what
+  `sacrebleu --paired-bs` runs: 1000 resamples, seed 12345, p = (#{|Δ_b| − mean|Δ| > |Δ_obs|} + 1)
+  / (B + 1)), fed the stored sufficient statistics, so its p-value is sacreBLEU's to the digit.
+- Every other metric: the same paired bootstrap (Koehn 2004 as sacreBLEU formulates it: one index
+  matrix for both runs, the resampled absolute differences centred on their mean, counted with `>`),
+  over our own seeded resamples.
+- WER additionally: the Wilcoxon signed-rank test on per-utterance error counts (scipy), a
+  distribution-free matched-pairs stand-in for NIST's MAPSSWE that needs no segment alignment; it
+  decides for WER.
 """
 
 from __future__ import annotations
@@ -15,7 +20,9 @@ import numpy as np
 from wavllm_eval.reports.runs import RunResult
 
 from wavllm_eval.metrics.base import BOOTSTRAP_RESAMPLES, RowMetric, bootstrap_indices
-from wavllm_eval.registry import make_task
+from wavllm_eval.metrics.bleu import SacreMetric
+
+SACREBLEU_SEED = 12345  # sacreBLEU's default SACREBLEU_SEED for --paired-bs
 
 SIGNIFICANCE_LEVEL = 0.05
 
@@ -32,6 +39,9 @@ class PairedComparison:
     p_bootstrap: float
     p_matched_pairs: float | None  # Wilcoxon on per-utterance errors (WER only)
     n_paired: int
+    test: str = "paired bootstrap"
+    n_baseline: int = 0  # samples each run scored (the pairing uses the shared ones)
+    n_candidate: int = 0
 
     @property
     def p_value(self) -> float:
@@ -51,12 +61,13 @@ class PairedComparison:
         return {"task": self.task, "metric": self.metric, "baseline": self.baseline, "candidate": self.candidate,
                 "delta": self.delta, "ci95": list(self.ci95), "p_bootstrap": self.p_bootstrap,
                 "p_matched_pairs": self.p_matched_pairs, "p_value": self.p_value,
-                "significant": self.significant, "n_paired": self.n_paired}
+                "significant": self.significant, "n_paired": self.n_paired, "test": self.test,
+                "n_baseline": self.n_baseline, "n_candidate": self.n_candidate}
 
 
 def paired_metrics(baseline: RunResult, candidate: RunResult, task_id: str) -> tuple[list[RowMetric], list[RowMetric]]:
-    task = make_task(task_id)
-    return task.scored_metrics(baseline.records(task_id)), task.scored_metrics(candidate.records(task_id))
+    """Both runs' metrics over their stored rows (no re-scoring)."""
+    return baseline.metrics(task_id), candidate.metrics(task_id)
 
 
 def compare_metric(task_id: str, base: RowMetric, cand: RowMetric, n_resamples: int = BOOTSTRAP_RESAMPLES,
@@ -72,14 +83,61 @@ def compare_metric(task_id: str, base: RowMetric, cand: RowMetric, n_resamples: 
     indices = bootstrap_indices(len(common), n_resamples, seed)
     deltas = cand.resampled_values(indices, cand_rows) - base.resampled_values(indices, base_rows)
     deltas = deltas[~np.isnan(deltas)]
-    if deltas.size:
-        centred = np.abs(deltas - deltas.mean())
-        p_bootstrap = float((np.sum(centred >= abs(observed)) + 1) / (deltas.size + 1))
-        low, high = (float(x) for x in np.percentile(deltas, [2.5, 97.5]))
+    low, high = _percentiles(deltas)  # the CI of the difference, from our seeded resamples
+    if isinstance(base, SacreMetric):
+        p_bootstrap = _sacrebleu_paired_bs(base, base_rows, cand_rows, n_resamples)
+        test = "sacreBLEU paired bootstrap (--paired-bs)"
     else:
-        p_bootstrap, low, high = 1.0, float("nan"), float("nan")
+        p_bootstrap = koehn_p_value(deltas, observed)
+        test = "paired bootstrap (Koehn 2004, sacreBLEU's formulation)"
+    matched = _matched_pairs(base, base_rows, cand_rows)
+    if matched is not None:
+        test = "Wilcoxon signed-rank on per-utterance errors"
     return PairedComparison(task_id, base.name, base.higher_is_better, base_value, cand_value, observed, (low, high),
-                            p_bootstrap, _matched_pairs(base, base_rows, cand_rows), len(common))
+                            p_bootstrap, matched, len(common), test, len(base.ids), len(cand.ids))
+
+
+def koehn_p_value(deltas: np.ndarray, observed: float) -> float:
+    """sacreBLEU's paired-bootstrap p: the resampled |Δ| centred on their mean, counted strictly above
+    the observed |Δ|, with the +1 correction."""
+    if deltas.size == 0:
+        return 1.0
+    absolute = np.abs(deltas)
+    centred = absolute - absolute.mean()
+    return float((np.sum(centred > abs(observed)) + 1) / (deltas.size + 1))
+
+
+def _percentiles(deltas: np.ndarray) -> tuple[float, float]:
+    deltas = deltas[~np.isnan(deltas)]
+    if deltas.size == 0:
+        return float("nan"), float("nan")
+    low, high = np.percentile(deltas, [2.5, 97.5])
+    return float(low), float(high)
+
+
+def _sacrebleu_paired_bs(metric: SacreMetric, base_rows: np.ndarray, cand_rows: np.ndarray, n_resamples: int) -> float:
+    """sacreBLEU's own `_paired_bs_test` on stored statistics: a stand-in metric hands it the rows
+    instead of re-extracting them from text, everything else is sacreBLEU's code."""
+    from sacrebleu.significance import _paired_bs_test
+
+    scorer = metric.scorer
+
+    class StoredStatistics:
+        def _extract_corpus_statistics(self, hypotheses, references):
+            return cand_rows.astype(int).tolist()
+
+        def _aggregate_and_compute(self, stats):
+            return scorer._compute_score_from_stats(np.asarray(stats).sum(0).tolist())
+
+        def _compute_score_from_stats(self, stats):
+            return scorer._compute_score_from_stats(list(stats))
+
+    baseline_score = scorer._compute_score_from_stats(base_rows.sum(0).astype(int).tolist())
+    placeholders = [""] * len(cand_rows)
+    _, results = _paired_bs_test({metric.name: (base_rows.astype(int).tolist(), baseline_score)}, "candidate",
+                                 placeholders, None, {metric.name: StoredStatistics()}, n_samples=n_resamples,
+                                 seed=SACREBLEU_SEED)
+    return float(results[metric.name].p_value)
 
 
 def _matched_pairs(metric: RowMetric, base_rows: np.ndarray, cand_rows: np.ndarray) -> float | None:
@@ -101,15 +159,15 @@ def _rows_for(metric: RowMetric, ids: list[str]) -> np.ndarray:
 
 def compare_runs(baseline: RunResult, candidate: RunResult, headline_only: bool = True,
                  n_resamples: int = BOOTSTRAP_RESAMPLES) -> list[PairedComparison]:
-    """Paired comparisons on every task both runs scored (headline metrics by default)."""
+    """Paired comparisons on every task both runs scored (every headline metric by default)."""
     out: list[PairedComparison] = []
     for task_id in [t for t in baseline.tasks if t in candidate.tasks]:
         base_metrics, cand_metrics = paired_metrics(baseline, candidate, task_id)
-        headline = baseline.tasks[task_id].get("headline")
+        headlines = set(baseline.headlines(task_id))
         candidates = {m.name: m for m in cand_metrics}
         for base in base_metrics:
             cand = candidates.get(base.name)
-            if cand is None or (headline_only and base.name != headline):
+            if cand is None or (headline_only and base.name not in headlines):
                 continue
             comparison = compare_metric(task_id, base, cand, n_resamples)
             if comparison is not None:

@@ -64,6 +64,16 @@ class GateCheck:
     reason: str
     comparison: PairedComparison | None = None
     threshold: float = 0.0
+    notes: tuple[str, ...] = ()
+
+    @property
+    def detectable(self) -> float | None:
+        """The smallest difference the paired test could call significant at this n, roughly: the
+        half-width of the bootstrap CI of the difference."""
+        c = self.comparison
+        if c is None or c.ci95[0] != c.ci95[0]:
+            return None
+        return (c.ci95[1] - c.ci95[0]) / 2
 
 
 @dataclass(frozen=True)
@@ -75,36 +85,59 @@ class GateOutcome:
         return all(c.verdict == "pass" for c in self.checks)
 
 
+MIN_GATE_SAMPLES = 30  # below this a paired test rarely detects anything: the gate warns
+
+
 def run_gate(baseline: RunResult, candidate: RunResult, config: GateConfig) -> GateOutcome:
+    """Every headline metric of every baseline task is checked (SV accuracy and EER, ER WA and UA)."""
     checks: list[GateCheck] = []
+    comparisons = {(c.task, c.metric): c for c in compare_runs(baseline, candidate)
+                   if c.task in candidate.tasks}
     for task_id, base_entry in baseline.tasks.items():
+        headlines = baseline.headlines(task_id)
         cand_entry = candidate.tasks.get(task_id)
-        headline = base_entry.get("headline", "")
         if cand_entry is None:
-            checks.append(GateCheck(task_id, headline, "fail", "task missing from the candidate run"))
+            checks.extend(GateCheck(task_id, h, "fail", "task missing from the candidate run") for h in headlines)
             continue
-        base_hash = baseline.results.get("meta", {}).get("data_hashes", {}).get(task_id)
-        cand_hash = candidate.results.get("meta", {}).get("data_hashes", {}).get(task_id)
-        if base_hash and cand_hash and base_hash != cand_hash:
-            checks.append(GateCheck(task_id, headline, "fail", "candidate ran on another test set (data hash differs)"))
+        notes: list[str] = []
+        base_ids, cand_ids = baseline.sample_ids(task_id), candidate.sample_ids(task_id)
+        if base_ids != cand_ids:
+            if cand_ids and cand_ids < base_ids:
+                notes.append(f"candidate ran {len(cand_ids)} of the baseline's {len(base_ids)} samples "
+                             "(a subset): compared on the shared samples only")
+            else:
+                checks.extend(GateCheck(task_id, h, "fail", "candidate ran on another test set (sample ids differ)")
+                              for h in headlines)
+                continue
+        elif cand_entry["n_scored"] < base_entry["n_scored"]:
+            checks.extend(GateCheck(task_id, h, "fail", f"candidate scored {cand_entry['n_scored']} samples, "
+                                    f"baseline {base_entry['n_scored']}") for h in headlines)
             continue
-        if cand_entry["n_scored"] < base_entry["n_scored"]:
-            checks.append(GateCheck(task_id, headline, "fail",
-                                    f"candidate scored {cand_entry['n_scored']} samples, baseline {base_entry['n_scored']}"))
-            continue
-    failed_tasks = {c.task for c in checks}
-    for comparison in compare_runs(baseline, candidate):
-        if comparison.task in failed_tasks:
-            continue
-        threshold = config.threshold(comparison.metric)
-        p_value = comparison.p_value
-        worse_by = comparison.regression
-        significant = p_value < config.alpha
-        if worse_by > threshold and significant:
-            verdict, reason = "fail", f"worse by {worse_by:.2f} > {threshold:g}, p = {p_value:.4f}"
-        elif worse_by > threshold:
-            verdict, reason = "pass", f"worse by {worse_by:.2f} but not significant (p = {p_value:.4f})"
-        else:
-            verdict, reason = "pass", f"change {comparison.delta:+.2f} within {threshold:g} (p = {p_value:.4f})"
-        checks.append(GateCheck(comparison.task, comparison.metric, verdict, reason, comparison, threshold))
+        for metric in headlines:
+            comparison = comparisons.get((task_id, metric))
+            if comparison is None:
+                checks.append(GateCheck(task_id, metric, "fail", "no shared scored sample for this metric", None,
+                                        config.threshold(metric), tuple(notes)))
+                continue
+            checks.append(_verdict(comparison, config, notes))
     return GateOutcome(checks)
+
+
+def _verdict(comparison: PairedComparison, config: GateConfig, notes: list[str]) -> GateCheck:
+    threshold = config.threshold(comparison.metric)
+    p_value = comparison.p_value
+    worse_by = comparison.regression
+    significant = p_value < config.alpha
+    notes = list(notes)
+    if comparison.n_paired < MIN_GATE_SAMPLES:
+        notes.append(f"only {comparison.n_paired} paired samples: too few to gate on reliably")
+    check = GateCheck(comparison.task, comparison.metric, "pass", "", comparison, threshold)
+    if check.detectable is not None:
+        notes.append(f"smallest detectable difference at n = {comparison.n_paired}: about {check.detectable:.2f}")
+    if worse_by > threshold and significant:
+        verdict, reason = "fail", f"worse by {worse_by:.2f} > {threshold:g}, p = {p_value:.4f}"
+    elif worse_by > threshold:
+        verdict, reason = "pass", f"worse by {worse_by:.2f} but not significant (p = {p_value:.4f})"
+    else:
+        verdict, reason = "pass", f"change {comparison.delta:+.2f} within {threshold:g} (p = {p_value:.4f})"
+    return GateCheck(comparison.task, comparison.metric, verdict, reason, comparison, threshold, tuple(notes))

@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from wavllm_eval.errors import InputError
+from wavllm_eval.metrics.base import RowMetric
+from wavllm_eval.registry import make_task
 from wavllm_eval.store import RESULTS_FILE, SampleStore
 from wavllm_eval.types import Record
 
@@ -32,6 +34,27 @@ class RunResult:
     def records(self, task_id: str) -> list[Record]:
         return SampleStore(self.run_dir).load(task_id)
 
+    def headlines(self, task_id: str) -> list[str]:
+        entry = self.tasks.get(task_id, {})
+        return list(entry.get("headlines") or ([entry["headline"]] if entry.get("headline") else []))
+
+    def scoring_version(self, task_id: str) -> str:
+        return str(self.tasks.get(task_id, {}).get("settings", {}).get("scoring_version", ""))
+
+    def sample_ids(self, task_id: str) -> set[str]:
+        """Every sample id of the task's scored set (failed and skipped included)."""
+        stored = SampleStore(self.run_dir).read_scores(task_id) or {}
+        return set(stored.get("sample_ids") or [r.id for r in self.records(task_id)])
+
+    def metrics(self, task_id: str) -> list[RowMetric]:
+        """The task's metrics holding the rows that scoring stored for this run: reports and the gate
+        compute from these, never by re-scoring, so they show the numbers results.json shows."""
+        stored = SampleStore(self.run_dir).read_scores(task_id)
+        if stored is None:
+            raise InputError(SampleStore(self.run_dir).scores_path(task_id), "missing (a run scored before stored scores)",
+                             f"re-score the run once: wavllm-eval score {self.run_dir}")
+        return make_task(task_id).metrics_from_rows(stored)
+
 
 def load_run(path: Path) -> RunResult:
     path = Path(path)
@@ -42,7 +65,9 @@ def load_run(path: Path) -> RunResult:
         results = json.loads(results_path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise InputError(results_path, f"not valid JSON ({exc.msg}, line {exc.lineno})", "re-run or re-score") from exc
-    if "model" not in results or "tasks" not in results:
+    except UnicodeDecodeError as exc:
+        raise InputError(results_path, f"not UTF-8 text ({exc.reason})", "re-run or re-score") from exc
+    if not isinstance(results, dict) or "model" not in results or "tasks" not in results:
         raise InputError(results_path, "lacks the model/tasks sections of a results.json", "pass a run folder")
     return RunResult(results_path.parent, results, str(results["model"]["id"]))
 

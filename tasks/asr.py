@@ -14,15 +14,14 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from wavllm_eval.tasks.wavllm_manifest import header_duration_s, is_manifest, manifest_samples
-
 from wavllm_eval.errors import InputError
+from wavllm_eval.manifest import header_duration_s
 from wavllm_eval.metrics.base import RowMetric
 from wavllm_eval.metrics.wer import WordErrorRate
 from wavllm_eval.registry import register_task
 from wavllm_eval.task import BaseTask
 from wavllm_eval.text import LOWERCASE_NO_PUNCTUATION, RAW, strip_transcript_preamble, whisper_english
-from wavllm_eval.types import AudioRef, Prompt, Sample
+from wavllm_eval.types import AudioRef, Sample
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +39,18 @@ class LibriSpeechASR(BaseTask):
 
     version = 1
     max_new_tokens = 256
+    default_instruction = WAVLLM_ASR_INSTRUCTION
+    instruction_variants = (
+        "Transcribe the speech in this audio clip into text.",
+        "Please write down exactly what the speaker says in the audio.",
+        "What is being said in this recording? Give a verbatim transcript.",
+        "Convert the spoken words of the attached audio into written English.",
+    )
+    headlines = ("wer",)
 
     def __init__(self, task_id: str) -> None:
         super().__init__(task_id)
-        self.split = SPLITS[task_id]
+        self.split = SPLITS[self.base_id]
 
     def default_data_path(self, data_dir: Path) -> Path:
         candidates = [data_dir / "LibriSpeech" / self.split, data_dir / self.split]
@@ -51,19 +58,8 @@ class LibriSpeechASR(BaseTask):
             candidates.append(data_dir)
         return next((c for c in candidates if c.is_dir()), candidates[0])
 
-    def load(self, data: Path) -> Iterator[Sample]:
-        if is_manifest(data):
-            yield from manifest_samples(data)
-            return
+    def load_native(self, data: Path) -> Iterator[Sample]:
         yield from read_librispeech_split(data)
-
-    def build_prompt(self, sample: Sample) -> Prompt:
-        return Prompt(
-            sample_id=sample.id,
-            text=sample.instruction or WAVLLM_ASR_INSTRUCTION,
-            audio=sample.audio,
-            max_new_tokens=self.max_new_tokens,
-        )
 
     def make_metrics(self) -> list[RowMetric]:
         return [

@@ -12,15 +12,14 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from wavllm_eval.tasks.wavllm_manifest import header_duration_s, is_manifest, manifest_samples
-
 from wavllm_eval.answers import EMOTION_CODES, EMOTION_SYNONYMS, extract_emotion, unparsed_summary
 from wavllm_eval.errors import InputError
+from wavllm_eval.manifest import header_duration_s
 from wavllm_eval.metrics.base import RowMetric
 from wavllm_eval.metrics.classification import Accuracy, BalancedAccuracy, argmax_choice
 from wavllm_eval.registry import register_task
 from wavllm_eval.task import BaseTask
-from wavllm_eval.types import AudioRef, Prompt, Record, Sample
+from wavllm_eval.types import AudioRef, Record, Sample
 
 WAVLLM_ER_INSTRUCTION = "Can you describe the emotional condition of the speaker in the provided audio clip?"
 CLASSES = ("neu", "hap", "ang", "sad")
@@ -49,19 +48,21 @@ class IEMOCAPEmotion(BaseTask):
 
     version = 1
     max_new_tokens = 64
+    default_instruction = WAVLLM_ER_INSTRUCTION
+    instruction_variants = (
+        "What emotion does the speaker express in this audio clip?",
+        "How does the speaker feel? Answer with one word: neutral, happy, angry or sad.",
+        "Describe the speaker's emotional state in the recording.",
+        "Listen to the voice and name the emotion it conveys.",
+    )
+    choices = CHOICE_WORDS
+    headlines = ("wa", "ua")
 
     def default_data_path(self, data_dir: Path) -> Path:
         return data_dir / "IEMOCAP_full_release"
 
-    def load(self, data: Path) -> Iterator[Sample]:
-        if is_manifest(data):
-            yield from manifest_samples(data)
-            return
+    def load_native(self, data: Path) -> Iterator[Sample]:
         yield from read_iemocap(data)
-
-    def build_prompt(self, sample: Sample) -> Prompt:
-        return Prompt(sample.id, sample.instruction or WAVLLM_ER_INSTRUCTION, sample.audio, choices=CHOICE_WORDS,
-                      max_new_tokens=self.max_new_tokens)
 
     def make_metrics(self) -> list[RowMetric]:
         return [

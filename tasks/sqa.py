@@ -7,18 +7,17 @@ and scored wrong. Candidate scoring over "A", "B", "C" gives the constrained-cho
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
-
-from wavllm_eval.tasks.wavllm_manifest import manifest_samples
 
 from wavllm_eval.answers import extract_option, parse_options, unparsed_summary
 from wavllm_eval.metrics.base import RowMetric
 from wavllm_eval.metrics.classification import Accuracy, argmax_choice
 from wavllm_eval.registry import register_task
 from wavllm_eval.task import BaseTask
-from wavllm_eval.types import Prompt, Record, Sample
+from wavllm_eval.types import Record, Sample
 
 LETTERS = ("A", "B", "C")
 
@@ -41,20 +40,22 @@ class GaokaoSQA(BaseTask):
 
     version = 1
     max_new_tokens = 64
+    choices = LETTERS
+    # The manifest's prompt is the question with its options; a variant wraps it in other words.
+    instruction_variants = (
+        "Listen to the conversation and answer the question. {question}",
+        "{question} Reply with the letter of the correct option.",
+        "Based on the audio, which option is right? {question}",
+        "Answer this listening-comprehension question about the recording: {question}",
+    )
+    headlines = ("accuracy",)
 
     def default_data_path(self, data_dir: Path) -> Path:
         return data_dir / "wavllm" / "gaokao.tsv"
 
-    def load(self, data: Path) -> Iterator[Sample]:
-        for sample in manifest_samples(data):
-            _, options = parse_options(sample.instruction)
-            yield Sample(sample.id, sample.audio, sample.reference, sample.instruction,
-                         choices=tuple(options) or LETTERS, duration_s=sample.duration_s,
-                         meta={**sample.meta, "prompt": sample.instruction})
-
-    def build_prompt(self, sample: Sample) -> Prompt:
-        return Prompt(sample.id, sample.instruction, sample.audio, choices=sample.choices,
-                      max_new_tokens=self.max_new_tokens)
+    def from_manifest(self, sample: Sample) -> Sample:
+        _, options = parse_options(sample.instruction)
+        return replace(sample, choices=tuple(options) or LETTERS, meta={**sample.meta, "prompt": sample.instruction})
 
     def make_metrics(self) -> list[RowMetric]:
         return [

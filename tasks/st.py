@@ -5,7 +5,9 @@ off, backslash escapes, no NA filtering): its sentences hold stray double quotes
 reader would use to merge rows. Ids are the clip name without `.mp3`; audio is the Common Voice clip.
 MuST-C: each yaml entry of `txt/tst-COMMON.yaml` is a segment (offset, duration) of a talk WAV,
 aligned line by line with `tst-COMMON.en` / `.de`; segments are read by seeking, never a whole talk.
-Ids follow fairseq: `<talk>_<i>`, i the segment's rank by offset within its talk.
+Ids follow fairseq: `<talk>_<i>`, i the segment's rank within its talk when the offsets are sorted
+*as strings* (fairseq reads the yaml with `yaml.BaseLoader`, so "9.500000" sorts after "16.080000";
+WavLLM's released outputs carry these ids).
 """
 
 from __future__ import annotations
@@ -16,14 +18,13 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from wavllm_eval.tasks.wavllm_manifest import header_duration_s, is_manifest, manifest_samples
-
 from wavllm_eval.errors import InputError
+from wavllm_eval.manifest import header_duration_s
 from wavllm_eval.metrics.base import RowMetric
 from wavllm_eval.metrics.bleu import CorpusBLEU, CorpusChrF
 from wavllm_eval.registry import register_task
 from wavllm_eval.task import BaseTask
-from wavllm_eval.types import AudioRef, Prompt, Sample
+from wavllm_eval.types import AudioRef, Sample
 
 # The instruction of WavLLM's released en2de.tsv.
 WAVLLM_ST_INSTRUCTION = "Translate the audio clip into German."
@@ -47,10 +48,14 @@ def strip_translation_preamble(text: str) -> str:
 class _TranslationTask(BaseTask):
     version = 1
     max_new_tokens = 256
-
-    def build_prompt(self, sample: Sample) -> Prompt:
-        return Prompt(sample.id, sample.instruction or WAVLLM_ST_INSTRUCTION, sample.audio,
-                      max_new_tokens=self.max_new_tokens)
+    default_instruction = WAVLLM_ST_INSTRUCTION
+    instruction_variants = (
+        "Translate the speech in this audio into German.",
+        "Listen to the recording and give its German translation.",
+        "What would the speaker's words be in German? Reply with the translation only.",
+        "Render the spoken English of this clip as German text.",
+    )
+    headlines = ("bleu",)
 
     def make_metrics(self) -> list[RowMetric]:
         return [CorpusBLEU("bleu", strip_translation_preamble), CorpusChrF("chrf", strip_translation_preamble)]
@@ -71,10 +76,7 @@ class CoVoST2EnDe(_TranslationTask):
                 return folder / name
         return folder / "covost_v2.en_de.test.tsv"
 
-    def load(self, data: Path) -> Iterator[Sample]:
-        if is_manifest(data):
-            yield from manifest_samples(data)
-            return
+    def load_native(self, data: Path) -> Iterator[Sample]:
         yield from read_covost(data)
 
 
@@ -134,10 +136,7 @@ class MuSTCEnDe(_TranslationTask):
     def default_data_path(self, data_dir: Path) -> Path:
         return data_dir / "MUST-C" / "en-de" / "data" / self.split
 
-    def load(self, data: Path) -> Iterator[Sample]:
-        if is_manifest(data):
-            yield from manifest_samples(data)
-            return
+    def load_native(self, data: Path) -> Iterator[Sample]:
         yield from read_mustc_split(data, self.split)
 
 
@@ -187,7 +186,9 @@ def read_mustc_split(split_dir: Path, split: str) -> Iterator[Sample]:
     for index, segment in enumerate(segments):
         by_talk.setdefault(segment["wav"], []).append(index)
     for wav, indices in by_talk.items():
-        for rank, index in enumerate(sorted(indices, key=lambda i: float(segments[i]["offset"]))):
+        # fairseq (examples/speech_to_text/data_utils / prep_mustc_data.py) sorts the BaseLoader
+        # strings: a string sort, not a numeric one (9.5, 10.2, 2.0 rank 2, 0, 1).
+        for rank, index in enumerate(sorted(indices, key=lambda i: segments[i]["offset"])):
             ranks[index] = f"{Path(wav).stem}_{rank}"
     for index, segment in enumerate(segments):
         offset, duration = float(segment["offset"]), float(segment["duration"])

@@ -1,8 +1,9 @@
 """Speaker verification on VoxCeleb1-O (cleaned list `veri_test2.txt`): yes/no accuracy, EER, minDCF.
 
 Each trial line is `<label> <enroll> <test>` with paths under `wav/`; label 1 is the same speaker.
-A sample carries both clips; the model adapter decides how to present two utterances (SALMONN joins
-them with 0.1 s of silence). The question follows WavLLM's sv.tsv, whose single clip holds two
+A sample carries both clips; a single-input model hears them joined by 0.1 s of silence
+(`Prompt.single_waveform`, SALMONN's convention, the same for every such model), a multi-audio chat
+model one audio part per clip; a model's audio limit applies to each clip. The question follows WavLLM's sv.tsv, whose single clip holds two
 utterances: "only one speaker" = Yes = same speaker (a target trial). With candidate scoring, the
 trial score is log P(Yes) − log P(No), giving EER and minDCF at P_target 0.01 and 0.05.
 """
@@ -13,16 +14,15 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from wavllm_eval.tasks.wavllm_manifest import header_duration_s, is_manifest, manifest_samples
-
 from wavllm_eval.answers import extract_yes_no, unparsed_summary
 from wavllm_eval.errors import InputError
+from wavllm_eval.manifest import header_duration_s
 from wavllm_eval.metrics.base import RowMetric
 from wavllm_eval.metrics.classification import Accuracy, argmax_choice
 from wavllm_eval.metrics.verification import EqualErrorRate, MinDCF
 from wavllm_eval.registry import register_task
 from wavllm_eval.task import BaseTask
-from wavllm_eval.types import AudioRef, Prompt, Record, Sample
+from wavllm_eval.types import AudioRef, Record, Sample
 
 WAVLLM_SV_INSTRUCTION = "Is there only one speaker in the audio clip?"
 CHOICES = ("Yes", "No")
@@ -48,19 +48,21 @@ class VoxCeleb1Verification(BaseTask):
 
     version = 1
     max_new_tokens = 64
+    default_instruction = WAVLLM_SV_INSTRUCTION
+    instruction_variants = (
+        "Do both utterances in this audio come from the same speaker? Answer yes or no.",
+        "Is the same person speaking throughout this recording?",
+        "Listen to the audio: is it a single speaker? Reply Yes or No.",
+        "Are the voices in the clip those of one and the same speaker?",
+    )
+    choices = CHOICES
+    headlines = ("accuracy", "eer")
 
     def default_data_path(self, data_dir: Path) -> Path:
         return data_dir / "voxceleb1" / "veri_test2.txt"
 
-    def load(self, data: Path) -> Iterator[Sample]:
-        if is_manifest(data):
-            yield from manifest_samples(data)
-            return
+    def load_native(self, data: Path) -> Iterator[Sample]:
         yield from read_trials(data)
-
-    def build_prompt(self, sample: Sample) -> Prompt:
-        return Prompt(sample.id, sample.instruction or WAVLLM_SV_INSTRUCTION, sample.audio, choices=CHOICES,
-                      max_new_tokens=self.max_new_tokens)
 
     def make_metrics(self) -> list[RowMetric]:
         return [
@@ -111,5 +113,6 @@ def read_trials(path: Path) -> Iterator[Sample]:
             audio=tuple(AudioRef(c) for c in clips),
             reference="Yes" if label == "1" else "No",
             duration_s=durations[clips[0]] + durations[clips[1]],
+            clip_durations_s=(durations[clips[0]], durations[clips[1]]),
             meta={"enroll_speaker": enroll.split("/")[0], "test_speaker": test.split("/")[0]},
         )

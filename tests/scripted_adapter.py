@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from wavllm_eval.adapter import BaseAdapter
+from wavllm_eval.adapter import BaseAdapter, LoadOptions
 from wavllm_eval.types import Generation, Prompt
 
 
@@ -26,17 +26,21 @@ class ScriptedAdapter(BaseAdapter):
         self.oom_above = oom_above
         self.default_batch_size = batch_size
         self.calls: list[list[str]] = []
+        self.attempts: list[int] = []  # every batch size asked for, out-of-memory ones included
+        self.prompts: list[Prompt] = []
         self.choice_scores = choice_scores
         self.supports_choice_scoring = choice_scores is not None
 
     @classmethod
-    def load(cls, path: Path | None = None, device: str = "cpu", dtype: str = "auto") -> ScriptedAdapter:
+    def load(cls, path: Path | None = None, options: LoadOptions = LoadOptions()) -> ScriptedAdapter:
         return cls()
 
     def generate(self, prompts: Sequence[Prompt], seeds: Sequence[int]) -> list[Generation]:
+        self.attempts.append(len(prompts))
         if self.oom_above is not None and len(prompts) > self.oom_above:
             raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
         self.calls.append([p.sample_id for p in prompts])
+        self.prompts.extend(prompts)
         for p in prompts:
             if p.sample_id in self.fail_ids:
                 raise ValueError(f"scripted failure for {p.sample_id}")

@@ -42,7 +42,10 @@ def test_missing_data_exits_2_naming_the_path(tmp_path, capsys):
                "--output-dir", str(tmp_path / "out")])
     err = " ".join(capsys.readouterr().err.split())
     assert rc == 2
-    assert "nowhere" in err and "--data librispeech-test-clean=PATH" in err
+    # a group whose every task lacks its data: one line naming each missing path and the fix
+    assert err.startswith("error: ") and err.count("\n") == 0
+    assert "nowhere/LibriSpeech/test-clean" in err and "nowhere/LibriSpeech/test-other" in err
+    assert "--data TASK=PATH" in err
 
 
 def test_bad_data_override_and_batch_size_exit_2(tmp_path, capsys):

@@ -65,5 +65,5 @@ def test_fewer_scored_samples_fail(tmp_path):
 
 def test_another_test_set_fails(tmp_path):
     base = make_run(tmp_path / "a", "m", perfect())
-    cand = make_run(tmp_path / "b", "m", perfect(), data_hash="e" * 64)
+    cand = make_run(tmp_path / "b", "m", perfect(), data_hash="e" * 64, id_prefix="other")
     assert gate(base, cand) == 1

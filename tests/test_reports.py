@@ -24,15 +24,18 @@ REFERENCES = ["the cat sat on the mat", "a quick brown fox", "hello world", "one
 
 
 def make_run(out: Path, model: str, predictions: list[str], statuses: list[str] | None = None,
-             data_hash: str = "d" * 64) -> Path:
-    """A run folder as `wavllm-eval run` writes it, from fixed predictions (no audio, no model)."""
+             data_hash: str = "d" * 64, id_prefix: str = "utt") -> Path:
+    """A run folder as `wavllm-eval run` writes it, from fixed predictions (no audio, no model):
+    samples JSONL, stored scores and results.json."""
     statuses = statuses or ["ok"] * len(predictions)
-    records = [Record(f"utt-{i:03d}", p if s == "ok" else "", REFERENCES[i % len(REFERENCES)], s,
-                      "audio file not found: x.flac" if s == "failed" else "")
+    records = [Record(f"{id_prefix}-{i:03d}", p if s == "ok" else "", REFERENCES[i % len(REFERENCES)], s,
+                      "audio file not found: x.flac" if s == "failed" else "", task=TASK)
                for i, (p, s) in enumerate(zip(predictions, statuses, strict=True))]
     store = SampleStore(out / model)
     store.append(TASK, records)
-    entry = make_task(TASK).score(records).to_json()
+    scored = make_task(TASK).score(records)
+    store.write_scores(TASK, scored.rows_json())
+    entry = scored.result.to_json()
     store.write_results({"model": {"id": model, "path": None, "config_hash": "0" * 16},
                          "tasks": {TASK: entry},
                          "meta": {"seed": 1, "data_hashes": {TASK: data_hash}, "git_sha": "abc123"}})

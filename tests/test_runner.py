@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 
 import pytest
+import soundfile as sf
 
 from tests.librispeech_tree import SENTENCES, build_tree, corrupt
 from tests.scripted_adapter import ScriptedAdapter
 from wavllm_eval.errors import InputError
 from wavllm_eval.evaluate import EvaluationRequest, evaluate
-from wavllm_eval.runner import RunOptions, duration_batches, sample_seed
+from wavllm_eval.registry import make_task
+from wavllm_eval.runner import Runner, RunOptions, duration_batches, sample_seed
+from wavllm_eval.store import SampleStore
+from wavllm_eval.tasks.asr import WAVLLM_ASR_INSTRUCTION
 from wavllm_eval.types import AudioRef, Sample
 
 TASK = "librispeech-test-clean"
@@ -46,7 +52,9 @@ def test_results_and_samples_follow_the_contract(tmp_path, corpus):
 
 
 def test_seeds_depend_only_on_run_seed_task_and_id():
-    assert sample_seed(1, TASK, "a") == sample_seed(1, TASK, "a")
+    # independent computation of the documented derivation: first 4 bytes of sha256, 31 bits
+    expected = int.from_bytes(hashlib.sha256(f"1\x1f{TASK}\x1fa".encode()).digest()[:4], "big") & 0x7FFFFFFF
+    assert sample_seed(1, TASK, "a") == expected
     assert len({sample_seed(1, TASK, "a"), sample_seed(2, TASK, "a"), sample_seed(1, TASK, "b"),
                 sample_seed(1, "other", "a")}) == 4
 
@@ -59,28 +67,31 @@ def test_batch_size_never_changes_an_output(tmp_path, corpus):
     assert one == four
 
 
-def test_interrupted_run_resumes_to_the_same_jsonl(tmp_path, corpus):
-    evaluate(request(tmp_path, batch_size=2), adapter=ScriptedAdapter())
+@pytest.mark.parametrize("batches_before_kill", [1, 2])
+def test_interrupted_run_resumes_to_the_same_jsonl(tmp_path, corpus, batches_before_kill):
+    evaluate(request(tmp_path, batch_size=2), adapter=ScriptedAdapter())  # 5 samples: batches of 2, 2, 1
     uninterrupted = samples_file(tmp_path).read_bytes()
+    uninterrupted_metrics = json.loads((tmp_path / "out/scripted/results.json").read_text())["tasks"][TASK]["metrics"]
     samples_file(tmp_path).unlink()
     (tmp_path / "out/scripted/results.json").unlink()
 
     class Killed(ScriptedAdapter):
         def generate(self, prompts, seeds):
-            if len(self.calls) == 1:
-                raise KeyboardInterrupt  # like Ctrl-C after the first batch was written
+            if len(self.calls) == batches_before_kill:
+                raise KeyboardInterrupt  # like Ctrl-C once these batches were written
             return super().generate(prompts, seeds)
 
     with pytest.raises(KeyboardInterrupt):
         evaluate(request(tmp_path, batch_size=2), adapter=Killed())
-    assert len(samples_file(tmp_path).read_text().splitlines()) == 2
-    # a torn half line from a kill mid-write is cut off, not parsed
-    with open(samples_file(tmp_path), "a") as f:
-        f.write('{"id": "121-10')
+    assert len(samples_file(tmp_path).read_text().splitlines()) == 2 * batches_before_kill
+    # a torn half line from a kill mid-write, cut inside a multi-byte character, is cut off, not parsed
+    with open(samples_file(tmp_path), "ab") as f:
+        f.write('{"id": "121-10", "prediction": "Größe'.encode()[:-1])
     resumed = ScriptedAdapter()
-    evaluate(request(tmp_path, batch_size=2), adapter=resumed)
-    assert sum(len(c) for c in resumed.calls) == len(SENTENCES) - 2
+    outcome = evaluate(request(tmp_path, batch_size=2), adapter=resumed)
+    assert sum(len(c) for c in resumed.calls) == len(SENTENCES) - 2 * batches_before_kill
     assert samples_file(tmp_path).read_bytes() == uninterrupted
+    assert outcome.results["tasks"][TASK]["metrics"] == uninterrupted_metrics
 
 
 def test_finished_run_makes_no_model_calls(tmp_path, corpus):
@@ -112,11 +123,16 @@ def test_a_failing_sample_is_isolated_from_its_batch(tmp_path, corpus):
     assert (entry["n_scored"], entry["n_failed"]) == (4, 1)
 
 
-def test_out_of_memory_halves_the_batch(tmp_path, corpus):
+def test_out_of_memory_halves_the_batch_for_the_rest_of_the_task(tmp_path, tone_fn):
+    clips = [tone_fn(tmp_path / f"{i}.wav", seconds=0.2 + 0.05 * i) for i in range(9)]
+    samples = [Sample(f"s{i}", (AudioRef(c),), "x", duration_s=0.2 + 0.05 * i) for i, c in enumerate(clips)]
     adapter = ScriptedAdapter(oom_above=2)
-    outcome = evaluate(request(tmp_path, batch_size=8), adapter=adapter)
-    assert outcome.results["tasks"][TASK]["n_scored"] == 5
-    assert max(len(c) for c in adapter.calls) <= 2
+    runner = Runner(adapter, SampleStore(tmp_path / "out"), RunOptions(batch_size=4, show_progress=False))
+    stats = runner.run(make_task(TASK), samples)
+    # 4 fails -> halves 2, 2; the remaining five are re-planned at 2: 2, 2, 1 (never 4 again)
+    assert adapter.attempts == [4, 2, 2, 2, 2, 1]
+    assert stats.batch_size == 2 and stats.oom_backoffs == 1
+    assert len(SampleStore(tmp_path / "out").load(TASK)) == 9
 
 
 def test_limit_scores_only_its_samples(tmp_path, corpus):
@@ -130,15 +146,83 @@ def test_another_model_configuration_is_refused(tmp_path, corpus):
     data = json.loads(results.read_text())
     data["model"]["config_hash"] = "0" * 16
     results.write_text(json.dumps(data))
-    with pytest.raises(InputError, match="another model configuration"):
+    with pytest.raises(InputError, match="another configuration"):
         evaluate(request(tmp_path), adapter=ScriptedAdapter())
+
+
+def test_resuming_under_another_seed_is_refused(tmp_path, corpus):
+    evaluate(request(tmp_path, seed=1), adapter=ScriptedAdapter())
+    with pytest.raises(InputError, match="its seed was 1"):
+        evaluate(request(tmp_path, seed=2), adapter=ScriptedAdapter())
+
+
+def test_no_resume_under_a_new_configuration_keeps_nothing_of_the_old(tmp_path, corpus):
+    other = "librispeech-test-other"
+    build_tree(tmp_path / "data", split="test-other")
+    both = EvaluationRequest(task_ids=[TASK, other], model_id="scripted", output_dir=tmp_path / "out",
+                             data_dir=tmp_path / "data", options=RunOptions(show_progress=False))
+    evaluate(both, adapter=ScriptedAdapter())
+    # the new configuration (another seed) re-runs only test-clean: test-other's old entry must go
+    outcome = evaluate(request(tmp_path, seed=2, resume=False), adapter=ScriptedAdapter())
+    assert set(outcome.results["tasks"]) == {TASK}
+    assert not (tmp_path / f"out/scripted/samples/{other}.jsonl").exists()
+    assert outcome.results["meta"]["seed"] == 2
+
+
+def test_changed_data_reruns_exactly_the_changed_samples(tmp_path, corpus):
+    evaluate(request(tmp_path), adapter=ScriptedAdapter())
+    trans = tmp_path / "data/LibriSpeech/test-clean/237/2000/237-2000.trans.txt"
+    trans.write_text(trans.read_text().replace("RICE IS OFTEN", "RICE IS SELDOM"))
+    again = ScriptedAdapter()
+    outcome = evaluate(request(tmp_path), adapter=again)
+    assert again.calls == [["237-2000-0000"]]
+    records = {r.id: r for r in SampleStore(tmp_path / "out/scripted").load(TASK)}
+    assert records["237-2000-0000"].reference.startswith("RICE IS SELDOM")
+    assert outcome.results["tasks"][TASK]["n_total"] == 5
 
 
 def test_too_long_audio_is_skipped_not_dropped(tmp_path, corpus):
     adapter = ScriptedAdapter()
     adapter.max_audio_s = 0.8
     entry = evaluate(request(tmp_path), adapter=adapter).results["tasks"][TASK]
-    assert entry["n_skipped"] > 0 and entry["n_skipped"] + entry["n_scored"] == 5
+    split = tmp_path / "data/LibriSpeech/test-clean"
+    longer = sum(sf.info(str(f)).duration > 0.8 for f in split.glob("*/*/*.flac"))  # read independently
+    assert 0 < longer < 5
+    assert (entry["n_skipped"], entry["n_scored"]) == (longer, 5 - longer)
+
+
+def test_the_audio_limit_applies_per_clip_not_to_a_trial(tmp_path, tone_fn):
+    a, b = tone_fn(tmp_path / "a.wav", seconds=0.6), tone_fn(tmp_path / "b.wav", seconds=0.6)
+    trial = Sample("t", (AudioRef(a), AudioRef(b)), "Yes", duration_s=1.2, clip_durations_s=(0.6, 0.6))
+    adapter = ScriptedAdapter()
+    adapter.max_audio_s = 1.0  # each clip fits, the sum does not
+    Runner(adapter, SampleStore(tmp_path / "out"), RunOptions(show_progress=False)).run(make_task("voxceleb1-sv"), [trial])
+    [record] = SampleStore(tmp_path / "out").load("voxceleb1-sv")
+    assert record.status == "ok"
+    # the joined signal every single-input model hears: clip, 0.1 s of silence, clip
+    prompt = adapter.prompts[0]
+    assert len(prompt.single_waveform()) == 9600 + 1600 + 9600
+    assert not prompt.single_waveform()[9600:11200].any()
+
+
+def test_a_second_writer_on_the_same_folder_is_refused(tmp_path, corpus):
+    store = SampleStore(tmp_path / "out/scripted")
+    with store.lock(), pytest.raises(InputError, match=f"pid {os.getpid()}"):
+        evaluate(request(tmp_path), adapter=ScriptedAdapter())
+    evaluate(request(tmp_path), adapter=ScriptedAdapter())  # released on exit: the next run goes ahead
+
+
+def test_prompt_variants_are_keyed_entries(tmp_path, corpus):
+    req = EvaluationRequest(task_ids=[TASK, f"{TASK}@p2"], model_id="scripted", output_dir=tmp_path / "out",
+                            data_dir=tmp_path / "data", options=RunOptions(show_progress=False))
+    adapter = ScriptedAdapter(script=lambda prompt, seed: prompt.text)
+    outcome = evaluate(req, adapter=adapter)
+    assert set(outcome.results["tasks"]) == {TASK, f"{TASK}@p2"}
+    default = SampleStore(tmp_path / "out/scripted").load(TASK)
+    variant = SampleStore(tmp_path / "out/scripted").load(f"{TASK}@p2")
+    assert {r.prediction for r in default} == {WAVLLM_ASR_INSTRUCTION}
+    assert {r.prediction for r in variant} == {"Transcribe the speech in this audio clip into text."}
+    assert outcome.results["tasks"][f"{TASK}@p2"]["settings"]["instruction_variant"] == 2
 
 
 def test_duration_batches_longest_first_within_budget():

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from importlib.metadata import version
+
 import pytest
 from wavllm_eval.tasks.asr import WAVLLM_ASR_INSTRUCTION
-from wavllm_eval.tasks.wavllm_manifest import read_manifest
+from wavllm_eval.manifest import read_manifest
 
 from tests.librispeech_tree import SENTENCES, build_tree
 from wavllm_eval.errors import InputError
@@ -47,11 +49,12 @@ def test_scoring_counts_and_headline():
         Record("a", "The transcription is: hello world", "HELLO WORLD", "ok"),
         Record("b", "", "GOOD MORNING", "failed", "audio file not found: b.flac"),
         Record("c", "", "LONG ONE", "skipped", "too long"),
-    ])
-    assert result.headline == "wer" and result.metrics["wer"] == 0.0
+    ]).result
+    assert result.headline == "wer" and result.headlines == ("wer",) and result.metrics["wer"] == 0.0
     assert (result.n_total, result.n_scored, result.n_failed, result.n_skipped) == (3, 1, 1, 1)
     assert result.metrics["wer_raw"] == 250.0  # case-sensitive, preamble kept (2 S + 3 I over 2 words)
-    assert result.settings["wer"]["normaliser"].startswith("whisper-english")
+    expected_identity = f"whisper-english/whisper-normalizer=={version('whisper-normalizer')}"
+    assert result.settings["wer"]["normaliser"] == expected_identity
 
 
 def test_official_manifest(shared_data):

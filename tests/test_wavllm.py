@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from tests.wavllm_tiny import N_HEADS, N_LAYERS, build_tiny_wavllm
+from wavllm_eval.adapter import LoadOptions
 from wavllm_eval.audio import load_audio
 from wavllm_eval.errors import InputError
 from wavllm_eval.types import AudioRef, Prompt
@@ -28,7 +29,8 @@ def tiny(tmp_path_factory, shared_data):
 def adapter(tiny):
     from wavllm_eval.model_zoo.wavllm import WavLLMGreedyAdapter
 
-    return WavLLMGreedyAdapter.load(tiny[0], device="cpu", dtype="float32")
+    # tiny random models never emit EOS: the supported generation cap keeps each test short
+    return WavLLMGreedyAdapter.load(tiny[0], LoadOptions(device="cpu", dtype="float32", max_new_tokens=8))
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +134,7 @@ def reference_stream(official, prefix, hidden):
     return F.linear(x, official[f"{prefix}.projector.weight"], official[f"{prefix}.projector.bias"])
 
 
-def reference_audio(tiny, waveform):
+def reference_audio(tiny, waveform, chunk_s=30):
     from transformers import (
         Wav2Vec2FeatureExtractor,
         WavLMConfig,
@@ -147,9 +149,15 @@ def reference_audio(tiny, waveform):
     whisper.load_state_dict({k[len("audio_encoder.model."):]: v for k, v in official.items() if k.startswith("audio_encoder.model.")})
     wavlm = WavLMModel(WavLMConfig.from_pretrained(root / "wavlm")).eval()
     wavlm.load_state_dict({k[len("wavlm_encoder.model."):]: v for k, v in official.items() if k.startswith("wavlm_encoder.model.")})
-    mel = WhisperFeatureExtractor.from_pretrained(root / "whisper")(waveform, sampling_rate=16000, return_attention_mask=True, return_tensors="pt")
-    keep = (int(mel.attention_mask.sum()) - 1) // 2 + 1
-    semantic = reference_stream(official, "audio_encoder", whisper(mel.input_features).last_hidden_state[:, :keep])
+    # the official code cuts audio into 30 s chunks, encodes each padded to 30 s, keeps the frames of the
+    # longest chunk's mel length in every chunk, subsamples each chunk, and concatenates in time
+    extractor = WhisperFeatureExtractor.from_pretrained(root / "whisper")
+    step = chunk_s * 16000
+    mels = [extractor(waveform[i: i + step], sampling_rate=16000, return_attention_mask=True, return_tensors="pt")
+            for i in range(0, len(waveform), step)]
+    keep = max((int(m.attention_mask.sum()) - 1) // 2 + 1 for m in mels)
+    semantic = torch.cat([reference_stream(official, "audio_encoder", whisper(m.input_features).last_hidden_state[:, :keep])
+                          for m in mels], dim=1)
     values = Wav2Vec2FeatureExtractor.from_pretrained(root / "wavlm")(waveform, sampling_rate=16000, return_tensors="pt")
     states = wavlm(values.input_values, output_hidden_states=True).hidden_states
     weights = torch.softmax(official["wavlm_encoder.output_weights"], 0)
@@ -214,10 +222,25 @@ def test_batched_greedy_equals_batch_one(adapter, asr_audio, shared_data):
     assert all(g.n_new_tokens > 0 for g in batched)
 
 
-def test_choice_scores_are_log_probabilities(adapter, asr_audio):
-    [scores] = adapter.score_choices([Prompt("s", "Is there only one speaker in the audio clip?", (),
-                                             choices=("Yes", "No"), waveforms=(asr_audio[:16000],))])
-    assert len(scores) == 2 and all(s < 0 for s in scores)
+def test_choice_scores_equal_the_official_forward_pass(tiny, adapter, asr_audio):
+    root, official = tiny
+    question = "Is there only one speaker in the audio clip?"
+    choices = ("Yes", "No", "Only one speaker")
+    [scores] = adapter.score_choices([Prompt("s", question, (), choices=choices, waveforms=(asr_audio[:16000],))])
+    left, right, scale_ids = adapter.prompt_pieces(question)
+    table = official["gpt_model.model_llama.tok_embeddings.weight"]
+    expected = []
+    with torch.no_grad():
+        ref_scale = reference_scale(official, torch.tensor(scale_ids))
+        prefix = [table[torch.tensor(left)][None], reference_audio(tiny, asr_audio[:16000]), table[torch.tensor(right)][None]]
+        for choice in choices:
+            ids = adapter.tokenizer.encode(choice)
+            embeds = torch.cat([*prefix, table[torch.tensor(ids)][None]], dim=1)
+            _, logits = meta_llama(official, embeds, ref_scale)
+            start = embeds.shape[1] - len(ids) - 1
+            logprobs = torch.log_softmax(logits[0, start: start + len(ids)].double(), dim=-1)
+            expected.append(float(logprobs[torch.arange(len(ids)), torch.tensor(ids)].sum()))
+    assert scores == pytest.approx(expected, abs=1e-4)
 
 
 def test_converted_safetensors_folder_loads_the_same_model(tiny, tmp_path, adapter):
@@ -226,7 +249,7 @@ def test_converted_safetensors_folder_loads_the_same_model(tiny, tmp_path, adapt
 
     out = convert_checkpoint(tiny[0], tmp_path / "converted")
     assert (out / "model.safetensors").is_file() and not (out / "final.pt").exists()
-    again = WavLLMGreedyAdapter.load(out, device="cpu", dtype="float32")
+    again = WavLLMGreedyAdapter.load(out, LoadOptions(device="cpu", dtype="float32"))
     for (name, a), (_, b) in zip(adapter.model.state_dict().items(), again.model.state_dict().items(), strict=True):
         assert torch.equal(a, b), name
 
@@ -236,6 +259,7 @@ def test_end_to_end_run_on_every_shared_manifest(tiny, tmp_path, shared_data):
 
     out = tmp_path / "out"
     argv = ["run", "--model", "wavllm", "--model-path", str(tiny[0]), "--output-dir", str(out), "--no-progress",
+            "--max-new-tokens", "6",
             "--tasks", "librispeech-test-clean,covost2-en-de,voxceleb1-sv,iemocap-er,gaokao-sqa",
             "--data", f"librispeech-test-clean={shared_data / 'asr.tsv'}", "--data", f"covost2-en-de={shared_data / 'en2de.tsv'}",
             "--data", f"voxceleb1-sv={shared_data / 'sv.tsv'}", "--data", f"iemocap-er={shared_data / 'emo.tsv'}",
@@ -247,26 +271,63 @@ def test_end_to_end_run_on_every_shared_manifest(tiny, tmp_path, shared_data):
     assert "eer" in results["tasks"]["voxceleb1-sv"]["metrics"]  # candidate scoring ran
     assert results["model"]["details"]["parameters"] > 0
     records = [json.loads(x) for x in (out / "wavllm/samples/librispeech-test-clean.jsonl").read_text().splitlines()]
-    assert records[0]["status"] == "ok" and isinstance(records[0]["prediction"], str)
+    assert records[0]["status"] == "ok" and records[0]["meta"]["n_new_tokens"] == 6  # the cap held
+    assert results["model"]["config"]["max_new_tokens"] == 6
 
 
-def test_long_audio_is_chunked_at_30_seconds(adapter):
+def test_long_audio_is_chunked_at_30_seconds_as_the_official_code(tiny, adapter):
     waveform = np.random.default_rng(0).standard_normal(16000 * 35).astype(np.float32) * 0.1
-    chunks = [waveform[: 16000 * 30], waveform[16000 * 30:]]
-    mels = [adapter.whisper_features(c, sampling_rate=16000, return_attention_mask=True, return_tensors="pt") for c in chunks]
     with torch.no_grad():
-        stream = adapter.model.encode_whisper(torch.cat([m.input_features for m in mels]),
-                                              [int(m.attention_mask.sum()) for m in mels])
+        ours = adapter.audio_embeddings(waveform)
+        reference = reference_audio(tiny, waveform)
     # each chunk keeps the longest chunk's 1500 encoder frames (padding of the 5 s tail included): 2 x 375
-    assert stream.shape == (1, 750, 32)
-    # WavLM sees the whole 35 s (1750 frames -> 438 tokens); the streams are cut to the shorter
-    assert adapter.audio_embeddings(waveform).shape == (1, 438, 64)
+    # whisper tokens; WavLM sees the whole 35 s (1750 frames -> 438 tokens); the streams are cut to 438
+    assert ours.shape == reference.shape == (1, 438, 64)
+    assert (ours - reference).abs().max().item() < 1e-4
+
+
+def test_a_stock_llama_config_gets_the_released_rms_norm_eps(tiny, tmp_path):
+    import shutil
+
+    from wavllm_eval.model_zoo.wavllm import WavLLMGreedyAdapter
+
+    folder = tmp_path / "stock"
+    shutil.copytree(tiny[0], folder)
+    config = json.loads((folder / "llama/config.json").read_text())
+    config["rms_norm_eps"] = 1e-5  # what a stock LLaMA-2-7B-chat config.json says
+    (folder / "llama/config.json").write_text(json.dumps(config))
+    adapter = WavLLMGreedyAdapter.load(folder, LoadOptions(device="cpu", max_new_tokens=2))
+    norms = [m for m in adapter.model.llama.modules() if type(m).__name__ == "LlamaRMSNorm"]
+    assert norms and {m.variance_epsilon for m in norms} == {1e-6}
+    assert adapter.describe()["rms_norm_eps_in_config"] == 1e-5
+    ids = torch.tensor([[1, 450, 4996, 17354]])
+    table = tiny[1]["gpt_model.model_llama.tok_embeddings.weight"]
+    with torch.no_grad():
+        logits = adapter.model.llama(input_ids=ids).logits
+        _, reference = meta_llama(tiny[1], table[ids], scale=None)  # eps 1e-6, the release
+    assert (logits - reference).abs().max().item() < 1e-4
+
+
+def test_a_folder_missing_several_files_names_them_all(tiny, tmp_path):
+    import shutil
+
+    from wavllm_eval.model_zoo.wavllm import WavLLMGreedyAdapter
+
+    folder = tmp_path / "partial"
+    shutil.copytree(tiny[0], folder)
+    (folder / "tokenizer.model").unlink()
+    shutil.rmtree(folder / "wavlm")
+    with pytest.raises(InputError) as caught:
+        WavLLMGreedyAdapter.load(folder, LoadOptions(device="cpu"))
+    message = str(caught.value)
+    for name in ("tokenizer.model", "wavlm/config.json", "wavlm/preprocessor_config.json"):
+        assert name in message
 
 
 def test_int8_loading_runs_and_stays_close_to_fp32(tiny, adapter, asr_audio):
     from wavllm_eval.model_zoo.wavllm import WavLLMGreedyAdapter
 
-    quantised = WavLLMGreedyAdapter.load(tiny[0], device="cpu", dtype="int8")
+    quantised = WavLLMGreedyAdapter.load(tiny[0], LoadOptions(device="cpu", dtype="int8", max_new_tokens=4))
     assert quantised.describe()["dtype"] == "int8-dynamic"
     ids = torch.tensor([[1, 450, 4996, 17354, 1701]])
     with torch.no_grad():

@@ -7,11 +7,14 @@ file and the fix.
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
+
+from rich.markup import escape
 
 from wavllm_eval.console import console, setup_logging, stdout
 from wavllm_eval.errors import InputError
@@ -19,7 +22,7 @@ from wavllm_eval.errors import InputError
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Evaluate speech LLMs on the WavLLM paper's suite, on equal terms.")
 
-EXIT_OK, EXIT_GATE_FAILED, EXIT_INPUT_ERROR = 0, 1, 2
+EXIT_OK, EXIT_GATE_FAILED, EXIT_INPUT_ERROR, EXIT_RUN_INCOMPLETE = 0, 1, 2, 3
 
 
 @app.command("list")
@@ -56,52 +59,129 @@ def run(
     batch_audio_s: Annotated[float | None, typer.Option("--batch-audio-s", help="audio seconds per batch")] = None,
     limit: Annotated[int | None, typer.Option("--limit", help="only the first N samples of each task")] = None,
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N")] = "auto",
-    dtype: Annotated[str, typer.Option("--dtype", help="auto, float32, bfloat16, float16")] = "auto",
+    dtype: Annotated[str, typer.Option("--dtype", help="auto, float32, bfloat16, float16, int8")] = "auto",
     seed: Annotated[int, typer.Option("--seed", help="run seed; each sample's seed derives from it and its id")] = 1,
     resume: Annotated[bool, typer.Option("--resume/--no-resume", help="skip samples already written")] = True,
+    max_new_tokens: Annotated[int | None, typer.Option(
+        "--max-new-tokens", help="cap on generated tokens per answer (a quick look; recorded in the configuration)")] = None,
+    prompt_variants: Annotated[int, typer.Option(
+        "--prompt-variants", help="run each task under N instructions of its shipped paraphrase list (task@p2..)")] = 1,
+    judge: Annotated[str | None, typer.Option("--judge", help="a local Hugging Face causal LM folder used as judge")] = None,
+    max_failed: Annotated[float | None, typer.Option(
+        "--max-failed", help="exit 3 when a task's failed fraction exceeds this (0..1)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print results.json on stdout instead of the table")] = False,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="show progress bars")] = True,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
-    """Run MODEL on TASKS and write OUT/<model>/results.json and samples/<task>.jsonl."""
+    """Run MODEL on TASKS and write OUT/<model>/results.json and samples/<task>.jsonl.
+
+    Exit 0 when every task scored; 3 when a task scored no sample or failed more than --max-failed."""
     setup_logging(verbose)
     from wavllm_eval.evaluate import EvaluationRequest, evaluate
-    from wavllm_eval.registry import expand_task_ids
+    from wavllm_eval.registry import expand_task_ids, model_class
     from wavllm_eval.runner import RunOptions
     from wavllm_eval.summary import results_table
 
-    if limit is not None and limit < 1:
-        raise InputError("--limit", f"must be at least 1, got {limit}", "omit it to run every sample")
+    _check_run_options(limit, device, dtype, max_new_tokens, prompt_variants, max_failed, batch_audio_s)
+    model_class(model)  # an unknown model is an error before any data is read
+    if model_path is not None and not model_path.exists():
+        raise InputError(model_path, "--model-path does not exist", "pass the folder that holds the model files")
     options = RunOptions(batch_size=_parse_batch_size(batch_size), batch_audio_s=batch_audio_s, limit=limit,
-                         seed=seed, resume=resume, device=device, dtype=dtype,
+                         seed=seed, resume=resume, device=device, dtype=dtype, max_new_tokens=max_new_tokens,
                          show_progress=progress and sys.stderr.isatty())
+    task_ids = expand_task_ids(tasks, prompt_variants)
+    explicit = [t.strip() for t in tasks.split(",") if t.strip() and _is_task_id(t.strip())]
+    named = set(expand_task_ids(explicit, prompt_variants)) if explicit else set()
     request = EvaluationRequest(
-        task_ids=expand_task_ids(tasks), model_id=model, output_dir=output_dir, data_dir=data_dir,
+        task_ids=task_ids, model_id=model, output_dir=output_dir, data_dir=data_dir,
         data_overrides=_parse_data_overrides(data or []), model_path=model_path, options=options,
+        optional_task_ids=frozenset(t for t in task_ids if t not in named), judge=judge,
     )
     outcome = evaluate(request)
-    shown = {t: outcome.results["tasks"][t] for t in request.task_ids}
-    stdout.print(results_table(model, shown))
+    for task_id, why in outcome.skipped_tasks.items():
+        console.print(f"skipped {task_id}: {why}", highlight=False, markup=False)
+    shown = {t: outcome.results["tasks"][t] for t in outcome.runs}
+    if as_json:
+        stdout.print_json(json.dumps(outcome.results, allow_nan=False))
+    else:
+        stdout.print(results_table(model, shown))
+    code = EXIT_OK
+    for task_id, entry in shown.items():
+        total, scored, failed = entry["n_total"], entry["n_scored"], entry["n_failed"]
+        console.print(f"{task_id}: {scored}/{total} scored, {failed} failed, {entry['n_skipped']} skipped",
+                      highlight=False, markup=False)
+        if scored == 0 or (max_failed is not None and total and failed / total > max_failed):
+            code = EXIT_RUN_INCOMPLETE
     console.print(f"results: {outcome.results_path}", highlight=False)
+    if code != EXIT_OK:
+        console.print("error: a task scored no sample or failed more than --max-failed (exit 3)", highlight=False,
+                      markup=False)
+        raise typer.Exit(code)
+
+
+def _is_task_id(name: str) -> bool:
+    from wavllm_eval.registry import task_entries
+    from wavllm_eval.task import split_task_id
+
+    return split_task_id(name)[0] in task_entries()
+
+
+def _check_run_options(limit, device, dtype, max_new_tokens, prompt_variants, max_failed, batch_audio_s) -> None:
+    """Options are checked before anything loads (no torch import, no data read)."""
+    from wavllm_eval.adapter import DTYPES
+
+    if limit is not None and limit < 1:
+        raise InputError("--limit", f"must be at least 1, got {limit}", "omit it to run every sample")
+    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", device):
+        raise InputError("--device", f"unknown device {device!r}", "use auto, cpu, cuda or cuda:N")
+    if dtype not in DTYPES:
+        raise InputError("--dtype", f"unknown dtype {dtype!r}", f"use one of {', '.join(DTYPES)}")
+    if max_new_tokens is not None and max_new_tokens < 1:
+        raise InputError("--max-new-tokens", f"must be at least 1, got {max_new_tokens}", "omit it for the model's own limit")
+    if prompt_variants < 1:
+        raise InputError("--prompt-variants", f"must be at least 1, got {prompt_variants}", "e.g. --prompt-variants 3")
+    if max_failed is not None and not 0 <= max_failed <= 1:
+        raise InputError("--max-failed", f"is a fraction between 0 and 1, got {max_failed}", "e.g. --max-failed 0.01")
+    if batch_audio_s is not None and batch_audio_s <= 0:
+        raise InputError("--batch-audio-s", f"must be positive, got {batch_audio_s}", "e.g. --batch-audio-s 240")
 
 
 @app.command()
 def score(
-    task: Annotated[str, typer.Option("--task", help="task id whose scorer to apply")],
-    predictions: Annotated[Path, typer.Option("--predictions", help="a samples/<task>.jsonl file")],
-    as_json: Annotated[bool, typer.Option("--json", help="print the task's results.json entry")] = False,
+    run_dir: Annotated[Path | None, typer.Argument(help="a run folder (OUT/<model>) to re-score in place")] = None,
+    task: Annotated[str | None, typer.Option("--task", help="task id whose scorer to apply (with --predictions)")] = None,
+    predictions: Annotated[Path | None, typer.Option("--predictions", help="a samples/<task>.jsonl file")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the results.json entries")] = False,
 ) -> None:
-    """Re-score stored predictions with no model (after a normaliser or parser change)."""
+    """Re-score stored predictions with no model: one JSONL (--task, --predictions), or a whole run
+    folder in place (results.json and the stored per-sample rows together)."""
+    from wavllm_eval.summary import results_table
+
+    if run_dir is not None:
+        if task or predictions:
+            raise InputError("score", "give either RUN_DIR or --task with --predictions, not both",
+                             "wavllm-eval score OUT/<model>")
+        from wavllm_eval.evaluate import rescore_run
+
+        results = rescore_run(run_dir)
+        if as_json:
+            stdout.print_json(json.dumps(results["tasks"], allow_nan=False))
+        else:
+            stdout.print(results_table(results["model"]["id"], results["tasks"]))
+        return
+    if not task or predictions is None:
+        raise InputError("score", "needs RUN_DIR, or --task and --predictions",
+                         "wavllm-eval score OUT/<model>, or score --task TASK --predictions FILE.jsonl")
     from wavllm_eval.registry import make_task
     from wavllm_eval.store import read_records
-    from wavllm_eval.summary import results_table
 
     task_obj = make_task(task)
     records = read_records(predictions)
     if not records:
         raise InputError(predictions, "holds no sample records", "point at a samples/<task>.jsonl written by `run`")
-    entry = task_obj.score(records).to_json()
+    entry = task_obj.score(records).result.to_json()
     if as_json:
-        stdout.print_json(json.dumps({task: entry}))
+        stdout.print_json(json.dumps({task: entry}, allow_nan=False))
     else:
         stdout.print(results_table(predictions.parent.parent.name or "predictions", {task: entry}))
 
@@ -144,7 +224,17 @@ def report(
         stdout.print(str(path), highlight=False, soft_wrap=True)
 
 
-@app.command()
+def _gate_help() -> str:
+    from wavllm_eval.reports.gate import DEFAULT_MAX_REGRESSION
+
+    defaults = ", ".join(f"{k}={v:g}" for k, v in DEFAULT_MAX_REGRESSION.items())
+    return ("Exit 1 when a headline metric (every one of a task's headlines) regresses beyond its threshold and "
+            "the paired test calls it significant, or when the candidate scored fewer samples or another test "
+            f"set; 0 otherwise. Built-in thresholds (metric units): {defaults}; other metrics 1.0; alpha 0.05. "
+            "A --limit subset of the baseline is compared on the shared samples, with a note.")
+
+
+@app.command(help=_gate_help())
 def gate(
     baseline: Annotated[Path, typer.Option("--baseline", help="the reference run folder (OUT/<model>)")],
     candidate: Annotated[Path, typer.Option("--candidate", help="the run folder to check")],
@@ -152,9 +242,6 @@ def gate(
         "--max-regression", help="METRIC=POINTS, e.g. wer=0.3 (repeatable; overrides --config)")] = None,
     config: Annotated[Path | None, typer.Option("--config", help="a wavllm-gate.toml with thresholds")] = None,
 ) -> None:
-    """Exit 1 when a headline metric regresses beyond its threshold and the paired test calls it
-    significant, or when the candidate scored fewer samples; 0 otherwise."""
-    from rich.markup import escape
     from rich.table import Table
 
     from wavllm_eval.reports.gate import GateConfig, run_gate
@@ -171,31 +258,39 @@ def gate(
             raise InputError("--max-regression", f"expected METRIC=POINTS, got {item!r}", "e.g. --max-regression wer=0.3")
     outcome = run_gate(load_run(baseline), load_run(candidate), GateConfig.from_file(config, overrides))
     table = Table(title=escape(f"gate: {candidate} vs {baseline}"), title_justify="left")
-    for column in ("task", "metric", "baseline", "candidate", "Δ", "p", "threshold", "verdict", "reason"):
-        table.add_column(column)
+    for column in ("task", "metric", "n", "baseline", "candidate", "Δ", "p", "threshold", "verdict", "reason"):
+        table.add_column(column, justify="left" if column in ("task", "metric", "verdict", "reason") else "right")
     for check in outcome.checks:
         c = check.comparison
-        table.add_row(escape(check.task), escape(check.metric), f"{c.baseline:.2f}" if c else "—", f"{c.candidate:.2f}" if c else "—",
+        table.add_row(escape(check.task), escape(check.metric), str(c.n_paired) if c else "—",
+                      f"{c.baseline:.2f}" if c else "—", f"{c.candidate:.2f}" if c else "—",
                       f"{c.delta:+.2f}" if c else "—", f"{c.p_value:.4f}" if c else "—",
                       f"{check.threshold:g}" if c else "—",
                       "[green]pass[/green]" if check.verdict == "pass" else "[bold red]FAIL[/bold red]", escape(check.reason))
     stdout.print(table)
+    for check in outcome.checks:
+        for note in check.notes:
+            console.print(f"note: {check.task} · {check.metric}: {note}", highlight=False, markup=False)
     if not outcome.passed:
         raise typer.Exit(EXIT_GATE_FAILED)
 
 
 @app.command()
 def convert(
-    model: Annotated[str, typer.Option("--model", help="model id; today: wavllm")],
+    model: Annotated[str, typer.Option("--model", help="model id whose released checkpoint to convert")],
     model_path: Annotated[Path, typer.Option("--model-path", help="folder with the released checkpoint")],
     output_dir: Annotated[Path, typer.Option("--output-dir", help="the converted folder to write")],
 ) -> None:
     """Convert a released checkpoint once (e.g. WavLLM final.pt -> model.safetensors) so runs load it directly."""
-    if model not in ("wavllm", "wavllm-greedy"):
-        raise InputError("--model", f"no converter for {model!r}", "only wavllm checkpoints need converting")
-    from wavllm_eval.model_zoo._wavllm_checkpoint import convert_checkpoint
+    from wavllm_eval.adapter import convert_method
+    from wavllm_eval.registry import model_class, model_entries
 
-    stdout.print(str(convert_checkpoint(model_path, output_dir)), highlight=False)
+    converter = convert_method(model_class(model))
+    if converter is None:
+        with_converter = [m for m, e in model_entries().items() if convert_method(e.cls) is not None]
+        raise InputError("--model", f"{model!r} loads its released files directly; there is nothing to convert",
+                         f"models with a converter: {', '.join(with_converter) or 'none'}")
+    stdout.print(str(converter(model_path, output_dir)), highlight=False)
 
 
 def _parse_batch_size(value: str) -> int | None:
@@ -224,24 +319,52 @@ def _parse_data_overrides(values: list[str]) -> dict[str, Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Console entry point: one line and exit 2 for input errors, never a traceback for them."""
+    """Console entry point: one line and exit 2 for usage and input errors, never a traceback for them."""
     try:
         code = app(args=argv, standalone_mode=False)  # typer.Exit(n) comes back as the return value
     except InputError as exc:
-        console.print(f"[bold red]error:[/bold red] {exc}", highlight=False, markup=True, soft_wrap=True)
+        _error_line(str(exc))
         return EXIT_INPUT_ERROR
     except SystemExit as exc:  # typer's own exits (e.g. gate's exit 1)
         return int(exc.code or 0)
-    except typer.Abort:
+    except _click_exceptions("Abort") as exc:
+        del exc
         return 130
-    except Exception as exc:
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            return EXIT_INPUT_ERROR
-        raise
+    except _click_exceptions("NoArgsIsHelpError"):
+        _error_line("no command given — choose one of " + ", ".join(c.name or "" for c in app.registered_commands)
+                    + " (wavllm-eval --help)")
+        return EXIT_INPUT_ERROR
+    except _click_exceptions("ClickException") as exc:
+        _error_line(_usage_message(exc))
+        return EXIT_INPUT_ERROR
     return code if isinstance(code, int) else EXIT_OK
+
+
+def _click_exceptions(name: str) -> tuple[type[BaseException], ...]:
+    """The click exception class `name` of every click in play: the installed click and the copy that
+    typer >= 0.20 bundles as `typer._click` (whose classes do not subclass the installed ones)."""
+    found: list[type[BaseException]] = []
+    import importlib
+
+    for module in ("click.exceptions", "typer._click.exceptions"):
+        try:
+            cls = getattr(importlib.import_module(module), name, None)
+        except ImportError:
+            continue
+        if isinstance(cls, type) and cls not in found:
+            found.append(cls)
+    return tuple(found)
+
+
+def _usage_message(exc: BaseException) -> str:
+    message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+    context = getattr(exc, "ctx", None)
+    command = getattr(context, "command_path", "wavllm-eval") if context is not None else "wavllm-eval"
+    return f"{' '.join(message.split())} — see `{command} --help`"
+
+
+def _error_line(text: str) -> None:
+    console.print(f"[bold red]error:[/bold red] {escape(text)}", highlight=False, markup=True, soft_wrap=True)
 
 
 def entry_point() -> None:

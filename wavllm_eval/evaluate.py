@@ -23,7 +23,7 @@ from wavllm_eval.errors import InputError
 from wavllm_eval.registry import make_task, model_class
 from wavllm_eval.runner import Runner, RunOptions, TaskRun
 from wavllm_eval.store import SampleStore
-from wavllm_eval.task import Task
+from wavllm_eval.task import ScoredTask, Task
 from wavllm_eval.types import Record, Sample, TaskResult
 
 log = logging.getLogger(__name__)
@@ -41,6 +41,10 @@ class EvaluationRequest:
     data_overrides: Mapping[str, Path] = field(default_factory=dict)
     model_path: Path | None = None
     options: RunOptions = RunOptions()
+    # Tasks that came from a group (`--tasks asr`): one whose data is absent is skipped with a line,
+    # while a task named explicitly must have its data.
+    optional_task_ids: frozenset[str] = frozenset()
+    judge: str | None = None
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,11 @@ class EvaluationOutcome:
     results: dict[str, Any]
     model_loaded: bool
     runs: Mapping[str, TaskRun]
+    skipped_tasks: Mapping[str, str] = field(default_factory=dict)  # task id -> why it did not run
+
+    @property
+    def task_ids(self) -> list[str]:
+        return [t for t in self.runs]
 
 
 def evaluate(request: EvaluationRequest, adapter: ModelAdapter | None = None) -> EvaluationOutcome:
@@ -57,68 +66,82 @@ def evaluate(request: EvaluationRequest, adapter: ModelAdapter | None = None) ->
     started = _now()
     options = request.options
     adapter_cls = type(adapter) if adapter is not None else model_class(request.model_id)
-    config = model_config(adapter_cls, request.model_id, request.model_path, options.dtype)
+    load_options = options.load_options()
+    config = {**model_config(adapter_cls, request.model_id, request.model_path, load_options), "seed": options.seed}
     config_hash = _hash_json(config)[:16]
     store = SampleStore(request.output_dir / request.model_id)
-    previous = store.read_results()
-    _check_same_model(store, previous, config_hash, options.resume)
+    store.check_writable()
+    with store.lock():
+        previous = store.read_results()
+        if not options.resume and previous.get("model", {}).get("config_hash") not in (None, config_hash):
+            log.info("new configuration under --no-resume: clearing %s", store.run_dir)
+            store.reset_all()
+            previous = {}
+        _check_same_model(store, previous, config_hash, options.resume)
 
-    tasks = [make_task(t) for t in request.task_ids]
-    paths = {task.id: _data_path(task, request) for task in tasks}
-    samples = {task.id: _load_samples(task, paths[task.id], options.limit) for task in tasks}
+        tasks, paths, samples, skipped = _load_tasks(request)
+        probe = Runner(None, store, options)
+        pending = {task.id: len(probe.pending(task, samples[task.id])) if options.resume else len(samples[task.id])
+                   for task in tasks}
+        model_loaded = False
+        if any(pending.values()) and adapter is None:
+            missing = adapter_cls.missing_files(request.model_path) if hasattr(adapter_cls, "missing_files") else []
+            if missing:
+                raise InputError(request.model_path or "--model-path",
+                                 f"{request.model_id} needs {', '.join(missing)}",
+                                 f"pass --model-path DIR holding {', '.join(adapter_cls.required_files)}")
+            log.info("loading model %s", request.model_id)
+            adapter = adapter_cls.load(request.model_path, load_options)  # type: ignore[attr-defined]
+            model_loaded = True
+        runner = Runner(adapter, store, options)
+        judge = _load_judge(request.judge, store) if request.judge else None
 
-    probe = Runner(None, store, options)
-    pending = {task.id: len(probe.pending(task, samples[task.id])) if options.resume else len(samples[task.id])
-               for task in tasks}
-    model_loaded = False
-    if any(pending.values()) and adapter is None:
-        log.info("loading model %s", request.model_id)
-        adapter = adapter_cls.load(request.model_path, options.device, options.dtype)  # type: ignore[attr-defined]
-        model_loaded = True
-    runner = Runner(adapter, store, options)
+        runs: dict[str, TaskRun] = {}
+        task_entries: dict[str, Any] = dict(previous.get("tasks", {}))
+        for task in tasks:
+            log.info("%s: %d samples, %d to run", task.id, len(samples[task.id]), pending[task.id])
+            if judge is not None:
+                task.judge = judge
+            runs[task.id] = runner.run(task, samples[task.id])
+            scored = score_task(task, store.load(task.id), [s.id for s in samples[task.id]])
+            store.write_scores(task.id, scored.rows_json())
+            entry = scored.result.to_json()
+            if runs[task.id].model_calls:
+                entry["throughput"] = runs[task.id].throughput_json(runner.device_name())
+            elif "throughput" in task_entries.get(task.id, {}):
+                entry["throughput"] = task_entries[task.id]["throughput"]
+            task_entries[task.id] = entry
 
-    runs: dict[str, TaskRun] = {}
-    task_entries: dict[str, Any] = dict(previous.get("tasks", {}))
-    for task in tasks:
-        log.info("%s: %d samples, %d to run", task.id, len(samples[task.id]), pending[task.id])
-        runs[task.id] = runner.run(task, samples[task.id])
-        result = score_task(task, store.load(task.id), [s.id for s in samples[task.id]])
-        entry = result.to_json()
-        if runs[task.id].model_calls:
-            entry["throughput"] = runs[task.id].throughput.to_json()
-        elif "throughput" in task_entries.get(task.id, {}):
-            entry["throughput"] = task_entries[task.id]["throughput"]
-        task_entries[task.id] = entry
-
-    describe = dict(adapter.describe()) if adapter is not None else previous.get("model", {}).get("details", {})
-    results = {
-        "model": {"id": request.model_id, "path": config["path"], "config_hash": config_hash,
-                  "config": config, "details": describe},
-        "tasks": task_entries,
-        "meta": {
-            "started": started,
-            "finished": _now(),
-            "harness_version": __version__,
-            "versions": package_versions(),
-            "git_sha": harness_git_sha(),
-            "data_hashes": {**previous.get("meta", {}).get("data_hashes", {}),
-                            **{t.id: data_hash(samples[t.id]) for t in tasks}},
-            "data_paths": {**previous.get("meta", {}).get("data_paths", {}),
-                           **{t.id: str(paths[t.id]) for t in tasks}},
-            "seed": options.seed,
-            "options": {"batch_size": options.batch_size or "auto", "batch_audio_s": options.batch_audio_s,
-                        "limit": options.limit, "device": options.device, "dtype": options.dtype,
-                        "resume": options.resume},
-            "hardware": hardware(),
-            "peak_memory": peak_memory(),
-            "command": " ".join(sys.argv),
-        },
-    }
-    path = store.write_results(results)
-    return EvaluationOutcome(path, results, model_loaded, runs)
+        describe = dict(adapter.describe()) if adapter is not None else previous.get("model", {}).get("details", {})
+        old_meta = previous.get("meta", {})
+        results = {
+            "model": {"id": request.model_id, "path": config["path"], "config_hash": config_hash,
+                      "config": config, "details": describe},
+            "tasks": task_entries,
+            "meta": {
+                "started": started,
+                "finished": _now(),
+                "harness_version": __version__,
+                "versions": package_versions(),
+                "git_sha": harness_git_sha(),
+                "data_hashes": {**old_meta.get("data_hashes", {}), **{t.id: data_hash(samples[t.id]) for t in tasks}},
+                "data_paths": {**old_meta.get("data_paths", {}), **{t.id: str(paths[t.id]) for t in tasks}},
+                "seed": options.seed,
+                "options": {"batch_size": options.batch_size or "auto", "batch_audio_s": options.batch_audio_s,
+                            "limit": options.limit, "device": options.device, "dtype": options.dtype,
+                            "resume": options.resume, "max_new_tokens": options.max_new_tokens,
+                            "batch_size_used": {t: r.batch_size for t, r in runs.items() if r.model_calls}},
+                "skipped_tasks": dict(skipped),
+                "hardware": hardware(),
+                "peak_memory": peak_memory(),
+                "command": " ".join(sys.argv),
+            },
+        }
+        path = store.write_results(results)
+    return EvaluationOutcome(path, results, model_loaded, runs, skipped)
 
 
-def score_task(task: Task, records: Sequence[Record], sample_ids: Sequence[str]) -> TaskResult:
+def score_task(task: Task, records: Sequence[Record], sample_ids: Sequence[str]) -> ScoredTask:
     """Score the records of this run's sample set (a `--limit` run scores only its samples)."""
     wanted = set(sample_ids)
     by_id = {r.id: r for r in records if r.id in wanted}
@@ -128,18 +151,72 @@ def score_task(task: Task, records: Sequence[Record], sample_ids: Sequence[str])
     return task.score([by_id[i] for i in sample_ids])
 
 
+def rescore_run(run_dir: Path) -> dict[str, Any]:
+    """`wavllm-eval score RUN_DIR`: re-score every task of a run in place from its samples (results.json
+    entries and the stored rows together), keeping throughput and the run's metadata."""
+    store = SampleStore(run_dir)
+    results = store.read_results()
+    if not results:
+        raise InputError(run_dir, "holds no results.json", "pass an OUT/<model> folder written by `wavllm-eval run`")
+    with store.lock():
+        for task_id, entry in list(results.get("tasks", {}).items()):
+            task = make_task(task_id)
+            records = store.load(task_id)
+            if not records:
+                raise InputError(store.samples_path(task_id), "missing or empty", "re-run the task")
+            scored = task.score(records)
+            store.write_scores(task_id, scored.rows_json())
+            fresh = scored.result.to_json()
+            if "throughput" in entry:
+                fresh["throughput"] = entry["throughput"]
+            results["tasks"][task_id] = fresh
+        results.setdefault("meta", {})["rescored"] = {"at": _now(), "harness_version": __version__,
+                                                      "versions": package_versions()}
+        store.write_results(results)
+    return results
+
+
+def _load_tasks(request: EvaluationRequest) -> tuple[list[Task], dict[str, Path], dict[str, list[Sample]], dict[str, str]]:
+    tasks: list[Task] = []
+    paths: dict[str, Path] = {}
+    samples: dict[str, list[Sample]] = {}
+    skipped: dict[str, str] = {}
+    for task_id in request.task_ids:
+        task = make_task(task_id)
+        path = _data_path(task, request)
+        if not path.exists() and task.id in request.optional_task_ids:
+            skipped[task.id] = f"no data at {path}"
+            log.debug("%s: skipped, its data is not at %s", task.id, path)
+            continue
+        tasks.append(task)
+        paths[task.id] = path
+        samples[task.id] = _load_samples(task, path, request.options.limit)
+    if not tasks:
+        raise InputError(request.data_dir, "none of the requested tasks has its data here ("
+                         + "; ".join(f"{t}: {why}" for t, why in skipped.items()) + ")",
+                         "unpack the datasets under --data-dir in their released layout, or pass --data TASK=PATH")
+    return tasks, paths, samples, skipped
+
+
+def _load_judge(spec: str, store: SampleStore):
+    from wavllm_eval.judge import load_judge
+
+    return load_judge(spec, cache_dir=store.run_dir / "judge-cache")
+
+
 def _data_path(task: Task, request: EvaluationRequest) -> Path:
-    if task.id in request.data_overrides:
-        return Path(request.data_overrides[task.id])
+    for key in (task.id, task.base_id):
+        if key in request.data_overrides:
+            return Path(request.data_overrides[key])
     if request.data_dir is None:
-        raise InputError(None, f"no data for task {task.id}", f"pass --data-dir DATA or --data {task.id}=PATH")
+        raise InputError(None, f"no data for task {task.id}", f"pass --data-dir DATA or --data {task.base_id}=PATH")
     return task.default_data_path(Path(request.data_dir))
 
 
 def _load_samples(task: Task, path: Path, limit: int | None) -> list[Sample]:
     if not path.exists():
         raise InputError(path, f"data for {task.id} not found",
-                         f"unpack the dataset under --data-dir in its released layout, or pass --data {task.id}=PATH")
+                         f"unpack the dataset under --data-dir in its released layout, or pass --data {task.base_id}=PATH")
     samples = list(task.load(path))
     if limit is not None:
         samples = samples[:limit]
@@ -151,9 +228,11 @@ def _load_samples(task: Task, path: Path, limit: int | None) -> list[Sample]:
 def _check_same_model(store: SampleStore, previous: Mapping[str, Any], config_hash: str, resume: bool) -> None:
     old = previous.get("model", {}).get("config_hash")
     if resume and old and old != config_hash:
+        old_seed = previous.get("meta", {}).get("seed")
         raise InputError(store.results_path,
-                         f"holds samples from another model configuration (config_hash {old}, now {config_hash})",
-                         "use a new --output-dir, or --no-resume to overwrite")
+                         f"holds samples from another configuration (model, path, dtype, decoding, generation cap "
+                         f"or seed; config_hash {old}, now {config_hash}; its seed was {old_seed})",
+                         "use a new --output-dir, or --no-resume to start this folder afresh")
 
 
 def data_hash(samples: Sequence[Sample]) -> str:
@@ -183,8 +262,11 @@ def harness_git_sha() -> str | None:
     try:
         sha = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
                              timeout=5, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=5).stdout.strip()
+        # --no-optional-locks: `status` would otherwise refresh the index and take .git/index.lock,
+        # writing into the harness's own checkout (and racing a developer's git commands).
+        dirty = subprocess.run(["git", "--no-optional-locks", "-C", str(root), "status", "--porcelain",
+                                "--untracked-files=no"], capture_output=True, text=True, timeout=5,
+                               env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"}).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
     return sha + ("+dirty" if dirty else "")

@@ -107,31 +107,49 @@ def groups() -> dict[str, list[str]]:
     return out
 
 
-def expand_task_ids(spec: str | list[str]) -> list[str]:
-    """`"asr,ii-task"` -> task ids; groups and `all` expand, order kept, duplicates dropped."""
+def expand_task_ids(spec: str | list[str], prompt_variants: int = 1) -> list[str]:
+    """`"asr,ii-task"` -> task ids; groups and `all` expand, order kept, duplicates dropped.
+    `prompt_variants` N adds `<task>@p2 .. @pN` after each task (as many as the task ships)."""
     names = [n.strip() for n in (spec.split(",") if isinstance(spec, str) else spec) if n.strip()]
     if not names:
         raise InputError(None, "no task given", "pass --tasks, e.g. --tasks asr (see `wavllm-eval list`)")
     tasks, task_groups = task_entries(), groups()
     out: list[str] = []
     for name in names:
+        base, variant = _split(name)
         if name == "all":
             expanded = list(tasks)
         elif name in tasks:
+            expanded = [name]
+        elif base in tasks and variant > 1:
+            make_task(name)  # checks the variant exists
             expanded = [name]
         elif name in task_groups:
             expanded = task_groups[name]
         else:
             raise InputError(None, f"unknown task or group {name!r}", _did_you_mean(name, [*tasks, *task_groups, "all"]))
-        out.extend(t for t in expanded if t not in out)
+        for task_id in expanded:
+            with_variants = [task_id]
+            if prompt_variants > 1 and _split(task_id)[1] == 1:
+                available = tasks[task_id].cls.n_variants()
+                with_variants += [f"{task_id}@p{k}" for k in range(2, min(prompt_variants, available) + 1)]
+            out.extend(t for t in with_variants if t not in out)
     return out
 
 
 def make_task(task_id: str) -> Task:
+    """The task object of an id; `<id>@pK` is the task under its K-th instruction variant."""
     entries = task_entries()
-    if task_id not in entries:
-        raise InputError(None, f"unknown task {task_id!r}", _did_you_mean(task_id, list(entries)))
-    return entries[task_id].cls(task_id)
+    base, _ = _split(task_id)
+    if base not in entries:
+        raise InputError(None, f"unknown task {task_id!r}", _did_you_mean(base, list(entries)))
+    return entries[base].cls(task_id)
+
+
+def _split(task_id: str) -> tuple[str, int]:
+    from wavllm_eval.task import split_task_id
+
+    return split_task_id(task_id)
 
 
 def model_class(model_id: str) -> type[ModelAdapter]:

@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from rich.progress import (
     BarColumn,
@@ -24,13 +25,13 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from wavllm_eval.adapter import ModelAdapter, OutOfMemory
+from wavllm_eval.adapter import LoadOptions, ModelAdapter, OutOfMemory
 from wavllm_eval.audio import load_audio
 from wavllm_eval.console import console
 from wavllm_eval.errors import AudioReadError, InputError
 from wavllm_eval.store import SampleStore
 from wavllm_eval.task import Task
-from wavllm_eval.types import Generation, Prompt, Record, Sample
+from wavllm_eval.types import SAMPLE_RATE_HZ, Generation, Prompt, Record, Sample
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,11 @@ class RunOptions:
     resume: bool = True
     device: str = "auto"
     dtype: str = "auto"
+    max_new_tokens: int | None = None  # cap on generated tokens (quick looks; tests' tiny models)
     show_progress: bool = True
+
+    def load_options(self) -> LoadOptions:
+        return LoadOptions(device=self.device, dtype=self.dtype, max_new_tokens=self.max_new_tokens)
 
 
 @dataclass
@@ -76,6 +81,22 @@ class TaskRun:
     records_written: int = 0
     model_calls: int = 0
     throughput: Throughput = field(default_factory=Throughput)
+    batch_size: int = 0  # the batch size in force at the end (after any out-of-memory back-off)
+    oom_backoffs: int = 0
+    wall_s: float = 0.0
+    redone: int = 0  # stored samples whose input changed since they were written, run again
+
+    def throughput_json(self, device: str) -> dict[str, Any]:
+        """The efficiency protocol of results.json: model-side and wall-clock RTFx, tokens/s, the
+        batch size actually used after any OOM back-off, the device, peak memory."""
+        out: dict[str, Any] = self.throughput.to_json()
+        out["wall_s"] = round(self.wall_s, 3)
+        out["rtfx_wall"] = round(self.throughput.audio_s / self.wall_s, 3) if self.wall_s > 0 else 0.0
+        out["batch_size_used"] = self.batch_size
+        out["oom_backoffs"] = self.oom_backoffs
+        out["device"] = device
+        out["peak_memory"] = peak_memory_now()
+        return out
 
 
 def sample_seed(run_seed: int, task_id: str, sample_id: str) -> int:
@@ -111,51 +132,77 @@ class Runner:
         self.adapter = adapter
         self.store = store
         self.options = options
-        default = getattr(adapter, "default_batch_size", 1) if adapter is not None else 1
+        default = adapter.default_batch_size if adapter is not None else 1
         self.batch_size = max(1, options.batch_size or default)
         self.audio_budget_s = options.batch_audio_s or (AUTO_BATCH_AUDIO_S if options.batch_size is None else None)
 
     def pending(self, task: Task, samples: Sequence[Sample]) -> list[Sample]:
+        """Samples with no stored record, or whose stored record was made from another input (the
+        reference, instruction or audio file changed since): exactly those are run again."""
         check_unique_ids(task, samples)
-        done = self.store.done_ids(task.id) if self.options.resume else set()
-        return [s for s in samples if s.id not in done]
+        if not self.options.resume:
+            return list(samples)
+        stored = {r.id: r.meta.get("input") for r in self.store.load(task.id)}
+        return [s for s in samples if s.id not in stored or stored[s.id] != input_signature(task, s)]
+
+    def device_name(self) -> str:
+        describe = self.adapter.describe() if self.adapter is not None else {}
+        return str(describe.get("device_name") or describe.get("device") or "cpu")
 
     def run(self, task: Task, samples: Iterable[Sample]) -> TaskRun:
+        wall_started = time.perf_counter()
         samples = list(samples)
         if not self.options.resume:
             self.store.reset(task.id)
         todo = self.pending(task, samples)
         stats = TaskRun()
+        stored_ids = {r.id for r in self.store.load(task.id)} if self.options.resume and todo else set()
+        stats.redone = sum(s.id in stored_ids for s in todo)
+        if stats.redone:
+            log.warning("%s: %d stored samples changed since they were written (reference, instruction or audio); "
+                        "running them again", task.id, stats.redone)
         if not todo:
             return stats
         if self.adapter is None:
             raise RuntimeError("pending samples but no model adapter loaded")
-        too_long, runnable = self._split_too_long(todo)
+        too_long, runnable = self._split_too_long(task, todo)
         if too_long:
             self._write(task, too_long, stats)
         audio_done_s, started = 0.0, time.perf_counter()
         with self._progress_bar() as progress:
             bar = progress.add_task(task.id, total=len(todo), completed=len(too_long), rate="")
-            for batch in duration_batches(runnable, self.batch_size, self.audio_budget_s):
+            batches = duration_batches(runnable, self.batch_size, self.audio_budget_s)
+            while batches:
+                batch = batches.pop(0)
+                planned_size = self.batch_size
                 records = self._run_batch(task, batch, stats)
                 self._write(task, records, stats)
+                if self.batch_size < planned_size and batches:
+                    # An out-of-memory back-off holds for the rest of the task: re-plan what is left.
+                    rest = [s for b in batches for s in b]
+                    batches = duration_batches(rest, self.batch_size, self.audio_budget_s)
                 audio_done_s += sum(s.duration_s for s in batch)
                 elapsed = max(time.perf_counter() - started, 1e-9)
                 done = progress.tasks[bar].completed + len(batch) - len(too_long)
                 rate = f"{done / elapsed:.2f} samples/s · {audio_done_s / elapsed:.1f} audio-s/s"
                 progress.update(bar, advance=len(batch), rate=rate)
+        stats.batch_size = self.batch_size
+        stats.wall_s = time.perf_counter() - wall_started
         return stats
 
     # --- internals --------------------------------------------------------------------------
-    def _split_too_long(self, samples: list[Sample]) -> tuple[list[Record], list[Sample]]:
-        limit = getattr(self.adapter, "max_audio_s", None)
+    def _split_too_long(self, task: Task, samples: list[Sample]) -> tuple[list[Record], list[Sample]]:
+        """A sample whose clip exceeds the model's per-clip limit is `skipped` with the reason (the
+        limit is per clip: a verification trial of two 20 s clips fits a 30 s model)."""
+        limit = self.adapter.max_audio_s if self.adapter is not None else None
         if limit is None:
             return [], samples
         skipped, keep = [], []
         for s in samples:
-            if s.duration_s > limit:
-                reason = f"audio {s.duration_s:.2f} s is longer than the model's limit of {limit:g} s"
-                skipped.append(Record(s.id, "", s.reference, "skipped", reason, meta=_meta(s)))
+            longest = max(s.clip_durations, default=0.0)
+            if longest > limit:
+                reason = f"audio clip of {longest:.2f} s is longer than the model's per-clip limit of {limit:g} s"
+                skipped.append(Record(s.id, "", s.reference, "skipped", reason, meta=_meta(task, s), task=task.id))
             else:
                 keep.append(s)
         return skipped, keep
@@ -168,7 +215,8 @@ class Runner:
             try:
                 waveforms = tuple(load_audio(ref) for ref in sample.audio)
             except AudioReadError as exc:
-                records[sample.id] = Record(sample.id, "", sample.reference, "failed", str(exc), meta=_meta(sample))
+                records[sample.id] = Record(sample.id, "", sample.reference, "failed", str(exc), meta=_meta(task, sample),
+                                            task=task.id)
                 continue
             prompt = dataclasses.replace(task.build_prompt(sample), waveforms=waveforms)
             prompts.append(prompt)
@@ -176,14 +224,14 @@ class Runner:
         seeds = [sample_seed(self.options.seed, task.id, p.sample_id) for p in prompts]
         for prompt, seed, outcome in self._generate(task, prompts, seeds, stats):
             sample = by_id[prompt.sample_id]
-            meta = {**_meta(sample), "seed": seed}
+            meta = {**_meta(task, sample), "seed": seed}
             if isinstance(outcome, Exception):
                 records[sample.id] = Record(sample.id, "", sample.reference, "failed",
-                                            f"{type(outcome).__name__}: {outcome}", meta=meta)
+                                            f"{type(outcome).__name__}: {outcome}", meta=meta, task=task.id)
             else:
                 meta["n_new_tokens"] = outcome.n_new_tokens
                 records[sample.id] = Record(sample.id, outcome.text, sample.reference, "ok",
-                                            choice_logprobs=outcome.choice_logprobs, meta=meta)
+                                            choice_logprobs=outcome.choice_logprobs, meta=meta, task=task.id)
         return [records[s.id] for s in batch]
 
     def _generate(self, task: Task, prompts: list[Prompt], seeds: list[int], stats: TaskRun):
@@ -196,7 +244,11 @@ class Runner:
             elapsed = time.perf_counter() - started
         except Exception as exc:
             if _is_oom(exc) and len(prompts) > 1:
-                self.batch_size = max(1, len(prompts) // 2)
+                self.batch_size = max(1, min(self.batch_size, len(prompts) // 2))
+                if self.audio_budget_s is not None:  # a batch closed by the audio budget shrinks too
+                    failing_audio_s = sum(len(w) for p in prompts for w in p.waveforms) / SAMPLE_RATE_HZ
+                    self.audio_budget_s = min(self.audio_budget_s, failing_audio_s / 2)
+                stats.oom_backoffs += 1
                 log.warning("out of memory with %d samples; batch size now %d", len(prompts), self.batch_size)
                 half = len(prompts) // 2
                 yield from self._generate(task, prompts[:half], seeds[:half], stats)
@@ -213,7 +265,7 @@ class Runner:
         throughput = stats.throughput
         throughput.model_s += elapsed
         throughput.n_samples += len(prompts)
-        throughput.audio_s += sum(len(w) for p in prompts for w in p.waveforms) / 16_000
+        throughput.audio_s += sum(len(w) for p in prompts for w in p.waveforms) / SAMPLE_RATE_HZ
         throughput.new_tokens += sum(g.n_new_tokens for g in generations)
         yield from zip(prompts, seeds, generations, strict=True)
 
@@ -223,8 +275,8 @@ class Runner:
         if len(generations) != len(prompts):
             raise RuntimeError(f"adapter returned {len(generations)} outputs for {len(prompts)} prompts")
         with_choices = [i for i, p in enumerate(prompts) if p.choices]
-        if with_choices and getattr(self.adapter, "supports_choice_scoring", False):
-            scores = self.adapter.score_choices([prompts[i] for i in with_choices])  # type: ignore[attr-defined]
+        if with_choices and self.adapter.supports_choice_scoring:
+            scores = self.adapter.score_choices([prompts[i] for i in with_choices])
             for i, logprobs in zip(with_choices, scores, strict=True):
                 generations[i] = dataclasses.replace(generations[i], choice_logprobs=tuple(map(float, logprobs)))
         return generations
@@ -255,8 +307,37 @@ def check_unique_ids(task: Task, samples: Sequence[Sample]) -> None:
         seen.add(s.id)
 
 
-def _meta(sample: Sample) -> dict:
-    return {**dict(sample.meta), "duration_s": round(sample.duration_s, 3)}
+def _meta(task: Task, sample: Sample) -> dict:
+    return {**dict(sample.meta), "duration_s": round(sample.duration_s, 3), "input": input_signature(task, sample)}
+
+
+def input_signature(task: Task, sample: Sample) -> str:
+    """What a record was computed from: reference, instruction, choices and each clip's file name,
+    size and segment. Resume trusts a stored record only while this is unchanged."""
+    prompt = task.build_prompt(sample)
+    audio = [f"{ref.path.name}:{_file_size(ref.path)}:{ref.offset_s}:{ref.duration_s}" for ref in sample.audio]
+    text = "\x1f".join([sample.reference, prompt.text, "\x1e".join(prompt.choices), *audio])
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
+def _file_size(path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return -1
+
+
+def peak_memory_now() -> dict[str, float]:
+    """Peak memory so far: CUDA allocated/reserved when a GPU is in use, else the process's max RSS."""
+    import resource
+    import sys
+
+    out: dict[str, float] = {"rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+        out["cuda_allocated_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+        out["cuda_reserved_mib"] = round(torch.cuda.max_memory_reserved() / 2**20, 1)
+    return out
 
 
 def _is_oom(exc: BaseException) -> bool:

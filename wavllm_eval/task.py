@@ -2,23 +2,51 @@
 
 A task never calls a model; `score` works on stored records alone, so `wavllm-eval score`,
 `report` and `gate` re-enter here without a GPU.
+
+A task id may carry a prompt variant, `<task>@p<K>`: the same data and scoring under the K-th
+instruction of the task's shipped, versioned paraphrase list (`@p1` is the default instruction and
+is written without the suffix). The variant is part of the id, so it keys the samples JSONL, the
+results entry, pairing and the gate like any other task.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from wavllm_eval.errors import InputError
+from wavllm_eval.manifest import is_manifest, manifest_samples
 from wavllm_eval.metrics.base import RowMetric
 from wavllm_eval.types import Prompt, Record, Sample, TaskResult
+
+VARIANT_MARK = "@p"
+PROMPT_VARIANTS_VERSION = "prompt-variants/v1"
+
+
+def split_task_id(task_id: str) -> tuple[str, int]:
+    """`"asr-x@p3"` -> ("asr-x", 3); a plain id is variant 1."""
+    base, mark, number = task_id.rpartition(VARIANT_MARK)
+    if mark and number.isdigit() and int(number) >= 1 and base:
+        return base, int(number)
+    return task_id, 1
+
+
+def variant_id(base_id: str, variant: int) -> str:
+    return base_id if variant == 1 else f"{base_id}{VARIANT_MARK}{variant}"
 
 
 @runtime_checkable
 class Task(Protocol):
     id: str
+    base_id: str
+    variant: int
     group: str
     version: int
+    headlines: tuple[str, ...]
 
     def default_data_path(self, data_dir: Path) -> Path: ...
 
@@ -28,35 +56,111 @@ class Task(Protocol):
 
     def make_metrics(self) -> list[RowMetric]: ...
 
-    def score(self, records: Sequence[Record]) -> TaskResult: ...
+    def score(self, records: Sequence[Record]) -> ScoredTask: ...
+
+
+@dataclass(frozen=True)
+class ScoredTask:
+    """What scoring produced: the results.json entry and the per-sample rows behind every metric
+    (stored next to the samples, so reports and the gate reuse them instead of re-scoring)."""
+
+    result: TaskResult
+    metrics: Sequence[RowMetric]
+    scoring_version: str
+    sample_ids: Sequence[str] = ()  # every sample of the scored set, whatever its status
+
+    def rows_json(self) -> dict[str, Any]:
+        return {"scoring_version": self.scoring_version, "sample_ids": list(self.sample_ids),
+                "metrics": {m.name: {"ids": list(m.ids), "rows": m.rows.tolist()} for m in self.metrics}}
 
 
 class BaseTask:
-    """Shared scoring: metrics over `ok` records, seeded bootstrap CIs, every sample counted."""
+    """Shared loading, prompting and scoring; a task file states its data layout and metrics.
+
+    - `load` reads an official WavLLM TSV manifest itself (every task accepts one) and otherwise
+      calls `load_native` for the corpus's released layout.
+    - `build_prompt` takes the instruction from `instruction(sample)`: the manifest's own prompt or
+      `default_instruction` for variant 1, the paraphrase for `@pK`.
+    - `headlines`: the metrics a paper prints for this task (several: SV accuracy and EER); the
+      first present one is `headline` in results.json.
+    """
 
     group: str = ""  # set by @register_task
     version: int = 1
     max_new_tokens: int = 256
+    default_instruction: str = ""
+    # Paraphrases of `default_instruction` for prompt robustness: @p2 is the first. A "{question}"
+    # field is filled with the sample's own instruction (a spoken-QA question and its options).
+    instruction_variants: tuple[str, ...] = ()
+    choices: tuple[str, ...] = ()
+    headlines: tuple[str, ...] = ()
+    judge: Any = None  # an optional model judge, set by `evaluate` when --judge is given
 
     def __init__(self, task_id: str) -> None:
         self.id = task_id
+        self.base_id, self.variant = split_task_id(task_id)
+        if self.variant > self.n_variants():
+            raise InputError(None, f"task {self.base_id} has {self.n_variants()} instruction variant(s), "
+                             f"not {self.variant}", f"use at most {self.base_id}{VARIANT_MARK}{self.n_variants()}")
 
+    @classmethod
+    def n_variants(cls) -> int:
+        return 1 + len(cls.instruction_variants)
+
+    # --- data ---------------------------------------------------------------------------------
     def default_data_path(self, data_dir: Path) -> Path:
         raise NotImplementedError
 
     def load(self, data: Path) -> Iterator[Sample]:
-        raise NotImplementedError
+        data = Path(data)
+        if is_manifest(data):
+            for sample in manifest_samples(data):
+                yield self.from_manifest(sample)
+            return
+        yield from self.load_native(data)
+
+    def load_native(self, data: Path) -> Iterator[Sample]:
+        raise InputError(data, f"not an official WavLLM TSV manifest (task {self.base_id} has no other layout)",
+                         "pass the .tsv with the columns id, audio, n_frames, prompt, tgt_text, with_speech")
+
+    def from_manifest(self, sample: Sample) -> Sample:
+        """Hook: enrich a manifest sample (parse options out of its prompt, say)."""
+        return sample
+
+    # --- prompts ------------------------------------------------------------------------------
+    def instruction(self, sample: Sample) -> str:
+        if self.variant == 1:
+            return sample.instruction or self.default_instruction
+        template = self.instruction_variants[self.variant - 2]
+        return template.replace("{question}", sample.instruction) if "{question}" in template else template
 
     def build_prompt(self, sample: Sample) -> Prompt:
-        raise NotImplementedError
+        return Prompt(sample.id, self.instruction(sample), sample.audio, choices=sample.choices or self.choices,
+                      max_new_tokens=self.max_new_tokens)
 
+    # --- scoring ------------------------------------------------------------------------------
     def make_metrics(self) -> list[RowMetric]:
-        """Fresh metric objects; the first is the headline."""
+        """Fresh metric objects; the first is the headline unless `headlines` says otherwise."""
         raise NotImplementedError
 
     def settings(self) -> Mapping[str, Any]:
         """Scoring conventions recorded in results.json (normaliser identity, BLEU signature...)."""
         return {}
+
+    def scoring_settings(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"task_version": self.version, **self.settings()}
+        if self.variant > 1 or self.instruction_variants:
+            out["instruction_variant"] = self.variant
+            out["prompt_variants"] = PROMPT_VARIANTS_VERSION
+        return out
+
+    def scoring_version(self) -> str:
+        """Identity of the scoring code: the task version and every recorded convention. A run
+        scored under another version is flagged by `report` (re-score it with `score RUN_DIR`)."""
+        settings = self.scoring_settings()
+        settings.pop("instruction_variant", None)
+        digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:12]
+        return f"{self.base_id}/v{self.version}/{digest}"
 
     def scored_metrics(self, records: Sequence[Record]) -> list[RowMetric]:
         """Metrics updated with the `ok` records: rows keyed by sample id, for CIs and paired tests."""
@@ -68,26 +172,47 @@ class BaseTask:
             metric.update(ok)
         return metrics
 
+    def metrics_from_rows(self, stored: Mapping[str, Any]) -> list[RowMetric]:
+        """The metrics of a stored scores file, rows as scoring wrote them (no re-scoring)."""
+        by_name = {m.name: m for m in self.make_metrics()}
+        out: list[RowMetric] = []
+        for name, block in stored.get("metrics", {}).items():
+            if name in by_name:
+                out.append(by_name[name].with_rows(block["ids"], block["rows"]))
+        return out
+
     def extra(self, records: Sequence[Record]) -> Mapping[str, Any]:
         """Task-specific diagnostics for results.json (parse failures, confusion matrix)."""
         return {}
 
-    def score(self, records: Sequence[Record]) -> TaskResult:
+    def headline_names(self, metric_names: Sequence[str]) -> list[str]:
+        present = [h for h in self.headlines if h in metric_names]
+        return present or list(metric_names[:1])
+
+    def score(self, records: Sequence[Record]) -> ScoredTask:
         records = dedupe_by_id(records)
+        foreign = {r.task for r in records if r.task and r.task != self.id}
+        if foreign:
+            raise InputError(None, f"records were written by task {sorted(foreign)[0]}, not {self.id}",
+                             f"score them with --task {sorted(foreign)[0]}")
         metrics = self.scored_metrics(records)
         statuses = [r.status for r in records]
-        return TaskResult(
+        names = [m.name for m in metrics]
+        headlines = self.headline_names(names)
+        result = TaskResult(
             metrics={m.name: m.compute() for m in metrics},
             ci95={m.name: m.bootstrap() for m in metrics},
             n_total=len(records),
             n_scored=statuses.count("ok"),
             n_failed=statuses.count("failed"),
             n_skipped=statuses.count("skipped"),
-            headline=metrics[0].name if metrics else "",
+            headline=headlines[0] if headlines else "",
+            headlines=tuple(headlines),
             higher_is_better={m.name: m.higher_is_better for m in metrics},
-            settings={"task_version": self.version, **self.settings()},
+            settings={**self.scoring_settings(), "scoring_version": self.scoring_version()},
             extra=self.extra(records),
         )
+        return ScoredTask(result, metrics, self.scoring_version(), [r.id for r in records])
 
 
 def dedupe_by_id(records: Sequence[Record]) -> list[Record]:

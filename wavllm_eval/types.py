@@ -90,10 +90,12 @@ class Record:
     error: str = ""
     choice_logprobs: tuple[float, ...] = ()
     meta: Mapping[str, Any] = field(default_factory=dict)
+    task: str = ""  # the task id that wrote it: scoring it as another task is an error
 
     def to_json(self) -> dict[str, Any]:
         line: dict[str, Any] = {
             "id": self.id,
+            **({"task": self.task} if self.task else {}),
             "prediction": self.prediction,
             "reference": self.reference,
             "status": self.status,
@@ -108,6 +110,8 @@ class Record:
 
     @classmethod
     def from_json(cls, line: Mapping[str, Any]) -> Record:
+        if not isinstance(line, Mapping):
+            raise ValueError(f"expected a JSON object, found {type(line).__name__}")
         status = line.get("status", "ok")
         if status not in ("ok", "failed", "skipped"):
             raise ValueError(f"unknown status {status!r}")
@@ -118,7 +122,8 @@ class Record:
             status=status,
             error=str(line.get("error", "")),
             choice_logprobs=tuple(float(x) for x in line.get("choice_logprobs", ())),
-            meta=dict(line.get("meta", {})),
+            meta=dict(line.get("meta") or {}),
+            task=str(line.get("task", "")),
         )
 
 
@@ -132,7 +137,8 @@ class TaskResult:
     n_scored: int
     n_failed: int
     n_skipped: int
-    headline: str = ""
+    headline: str = ""  # the first of `headlines` (kept for readers of the first results.json format)
+    headlines: tuple[str, ...] = ()  # every metric a paper prints for the task; `gate` checks each
     higher_is_better: Mapping[str, bool] = field(default_factory=dict)
     settings: Mapping[str, Any] = field(default_factory=dict)  # normaliser identity, BLEU signature...
     extra: Mapping[str, Any] = field(default_factory=dict)  # parse failures, confusion matrices...
@@ -146,6 +152,7 @@ class TaskResult:
             "n_failed": self.n_failed,
             "n_skipped": self.n_skipped,
             "headline": self.headline,
+            "headlines": list(self.headlines or ((self.headline,) if self.headline else ())),
             "higher_is_better": dict(self.higher_is_better),
             "settings": dict(self.settings),
             **({"extra": dict(self.extra)} if self.extra else {}),
@@ -161,6 +168,7 @@ class TaskResult:
             n_failed=int(entry["n_failed"]),
             n_skipped=int(entry["n_skipped"]),
             headline=str(entry.get("headline", "")),
+            headlines=tuple(entry.get("headlines") or ([entry["headline"]] if entry.get("headline") else [])),
             higher_is_better=dict(entry.get("higher_is_better", {})),
             settings=dict(entry.get("settings", {})),
             extra=dict(entry.get("extra", {})),

@@ -55,6 +55,14 @@ class RowMetric:
             self.ids.append(record.id)
             self._rows.append(self.row(record))
 
+    def with_rows(self, ids: Sequence[str], rows: Sequence[Sequence[float]]) -> RowMetric:
+        """This metric holding stored rows (what scoring wrote), for reports and the gate."""
+        self.ids = [str(i) for i in ids]
+        self._rows = [tuple(float(x) for x in row) for row in rows]
+        if len(self.ids) != len(self._rows) or any(len(r) != self.n_stats for r in self._rows):
+            raise ValueError(f"stored rows of {self.name} do not have {self.n_stats} statistics per sample id")
+        return self
+
     @property
     def rows(self) -> np.ndarray:
         return np.asarray(self._rows, dtype=np.float64).reshape(len(self._rows), self.n_stats)

@@ -16,7 +16,9 @@ from wavllm_eval.metrics.base import RowMetric
 from wavllm_eval.types import Record
 
 
-class _SacreMetric(RowMetric):
+class SacreMetric(RowMetric):
+    """A sacreBLEU metric whose rows are its sufficient statistics (paired tests hand them back to sacreBLEU)."""
+
     higher_is_better = True
 
     def __init__(self, name: str, prediction_cleaner=None) -> None:
@@ -44,7 +46,7 @@ class _SacreMetric(RowMetric):
         return str(self.scorer.get_signature())
 
 
-class CorpusBLEU(_SacreMetric):
+class CorpusBLEU(SacreMetric):
     """sacreBLEU corpus BLEU: detokenised, cased, 13a, exp smoothing (BLEU|nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp)."""
 
     n_stats = 10
@@ -57,7 +59,7 @@ class CorpusBLEU(_SacreMetric):
         return scorer
 
 
-class CorpusChrF(_SacreMetric):
+class CorpusChrF(SacreMetric):
     """sacreBLEU chrF2 (nc:6, nw:0, cased)."""
 
     n_stats = 18
