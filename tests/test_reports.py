@@ -8,6 +8,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 from wavllm_eval.reports.report import write_report
 from wavllm_eval.reports.runs import load_runs
@@ -71,8 +72,20 @@ good,measured,librispeech-test-clean,wer,True,0,0,0,False,4,4,0,0,True,,,,dddddd
 """
 
 
+def noisy_ci_half_width() -> str:
+    """The noisy run's CI half-width, computed here from its hand-counted rows: (edits, words) =
+    (1, 6), (0, 4), (1, 2) for the three scored utterances, resampled as documented (numpy
+    default_rng(1), 1000 resamples of 3 rows, percentile 2.5/97.5 of 100 * Σ edits / Σ words)."""
+    rows = np.array([[1, 6], [0, 4], [1, 2]], dtype=float)
+    picks = np.random.default_rng(1).integers(0, 3, size=(1000, 3))
+    totals = rows[picks].sum(axis=1)
+    low, high = np.percentile(100 * totals[:, 0] / totals[:, 1], [2.5, 97.5])
+    return f"{(high - low) / 2:.2f}"
+
+
 def test_markdown_and_csv_byte_for_byte(two_runs):
     table = long_table(load_runs(list(two_runs)))
+    assert noisy_ci_half_width() == "25.00"  # the literal in EXPECTED_MARKDOWN, derived independently
     assert render_markdown(table) == EXPECTED_MARKDOWN
     csv = render_csv(table)
     assert csv.startswith(EXPECTED_CSV_HEAD)
@@ -107,8 +120,11 @@ def test_latex_is_booktabs_and_compiles_where_tex_exists(two_runs, tmp_path):
     assert "\\toprule" in latex and "\\midrule" in latex and "\\bottomrule" in latex
     assert "\\textbf{0.00 $\\pm$ 0.00}" in latex
     engine = shutil.which("pdflatex")
-    if engine is None:
-        pytest.skip("no TeX engine installed: structure checked, compilation skipped")
+    kpsewhich = shutil.which("kpsewhich")
+    has_booktabs = bool(kpsewhich) and subprocess.run([kpsewhich, "booktabs.sty"], capture_output=True,
+                                                      text=True).stdout.strip() != ""
+    if engine is None or not has_booktabs:  # a TeX without the booktabs package cannot compile it either
+        pytest.skip("no TeX engine with booktabs.sty installed: structure checked, compilation skipped")
     document = tmp_path / "table.tex"
     document.write_text("\\documentclass{article}\\usepackage{booktabs}\\begin{document}\n" + latex
                         + "\\end{document}\n")

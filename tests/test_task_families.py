@@ -93,6 +93,18 @@ def test_mustc_segments_slice_the_talk_and_align_with_text(tmp_path):
     np.testing.assert_array_equal(first, whole[5 * 16000: int(7.5 * 16000)])
 
 
+def test_mustc_ids_rank_offsets_as_strings_like_fairseq(tmp_path):
+    # fairseq reads the yaml with yaml.BaseLoader, so offsets stay strings and sort as strings:
+    # "10.2" < "2.0" < "9.5", hence the segments at 9.5, 10.2, 2.0 get ranks 2, 0, 1.
+    split, _ = write_mustc(tmp_path)
+    segments = [("ted_1.wav", 9.5), ("ted_1.wav", 10.2), ("ted_1.wav", 2.0)]
+    (split / "txt/tst-COMMON.yaml").write_text("".join(
+        f"- {{duration: 0.500000, offset: {o:.6f}, speaker_id: spk.1, wav: {w}}}\n" for w, o in segments))
+    (split / "txt/tst-COMMON.en").write_text("a\nb\nc\n")
+    (split / "txt/tst-COMMON.de").write_text("x\ny\nz\n")
+    assert [s.id for s in make_task("mustc-en-de").load(split)] == ["ted_1_2", "ted_1_0", "ted_1_1"]
+
+
 def test_mustc_misaligned_text_is_an_input_error(tmp_path):
     split, _ = write_mustc(tmp_path)
     (split / "txt/tst-COMMON.de").write_text("nur eine Zeile\n")
@@ -227,13 +239,35 @@ def scripted_answer(prompt, seed):
     return {"common_voice_en_1": 'Er sagte "hallo', "common_voice_en_2": "NA"}.get(prompt.sample_id, "Yes, sad, B")
 
 
-@pytest.mark.parametrize(("task_id", "build", "headline", "choice_metric"), [
-    ("covost2-en-de", lambda root, tone: write_covost(root, tone), "bleu", None),
-    ("mustc-en-de", lambda root, tone: write_mustc(root), "bleu", None),
-    ("voxceleb1-sv", write_voxceleb, "accuracy", "eer"),
-    ("iemocap-er", write_iemocap, "wa", "ua_choice"),
+def _bleu(hypotheses, references):
+    import sacrebleu
+
+    return pytest.approx(sacrebleu.corpus_bleu(hypotheses, [references]).score, abs=1e-6)
+
+
+# Expected values, worked by hand (or by sacreBLEU on the same strings) for the scripted answers:
+# SV trials are labelled 1, 0, 0, 1 and every answer is "Yes" -> 50 %; the candidate scores are
+# constant (log P(Yes) - log P(No) = 1 for every trial), so at voxceleb_trainer's operating point
+# (argmin |FNR - FPR|, first of the tie) FPR = 0 and FNR = 1: EER = max = 100 %, minDCF = 1.
+# IEMOCAP references are neu, hap, ang, hap, sad; every free answer says "sad": WA 1/5, UA mean of
+# recalls (0, 0, 0, 1) = 25 %; the candidate scores pick "neutral": WA 1/5, UA 25 %.
+EXPECTED = {
+    "covost2-en-de": {"bleu": _bleu(['Er sagte "hallo', "NA", "Yes, sad, B"],
+                                    ['Er sagte "hallo', "NA", 'Ein "zitiertes" Wort.'])},
+    "mustc-en-de": {"bleu": _bleu(["Yes, sad, B"] * 4, [f"Deutsch „{i}“ ok" for i in range(4)])},
+    "voxceleb1-sv": {"accuracy": 50.0, "accuracy_choice": 50.0, "eer": 100.0, "min_dcf_0.01": 1.0,
+                     "min_dcf_0.05": 1.0},
+    "iemocap-er": {"wa": 20.0, "ua": 25.0, "wa_choice": 20.0, "ua_choice": 25.0},
+}
+
+
+@pytest.mark.parametrize(("task_id", "build", "headlines"), [
+    ("covost2-en-de", lambda root, tone: write_covost(root, tone), ["bleu"]),
+    ("mustc-en-de", lambda root, tone: write_mustc(root), ["bleu"]),
+    ("voxceleb1-sv", write_voxceleb, ["accuracy", "eer"]),
+    ("iemocap-er", write_iemocap, ["wa", "ua"]),
 ])
-def test_end_to_end_with_a_scripted_model(tmp_path, tone_fn, task_id, build, headline, choice_metric):
+def test_end_to_end_with_a_scripted_model(tmp_path, tone_fn, task_id, build, headlines):
     build(tmp_path / "data", tone_fn)
     adapter = ScriptedAdapter(script=scripted_answer,
                               choice_scores=lambda p: [float(-i) for i in range(len(p.choices))])
@@ -241,10 +275,11 @@ def test_end_to_end_with_a_scripted_model(tmp_path, tone_fn, task_id, build, hea
                                          options=RunOptions(show_progress=False)), adapter=adapter)
     entry = json.loads((tmp_path / "out/scripted/results.json").read_text())["tasks"][task_id]
     assert entry == outcome.results["tasks"][task_id]
-    assert entry["headline"] == headline and entry["n_scored"] == entry["n_total"] > 0
+    assert entry["headline"] == headlines[0] and entry["headlines"] == headlines
+    assert entry["n_scored"] == entry["n_total"] > 0
     assert set(entry["ci95"]) == set(entry["metrics"])
-    if choice_metric:
-        assert choice_metric in entry["metrics"]
+    for metric, value in EXPECTED[task_id].items():
+        assert entry["metrics"][metric] == value, metric
     records = [json.loads(x) for x in (tmp_path / f"out/scripted/samples/{task_id}.jsonl").read_text().splitlines()]
     assert len(records) == entry["n_total"]
 
@@ -256,6 +291,7 @@ def test_choice_metrics_are_absent_without_candidate_scores(tmp_path, tone_fn):
                        adapter=ScriptedAdapter(script=lambda p, s: "Yes"))
     entry = outcome.results["tasks"]["voxceleb1-sv"]
     assert set(entry["metrics"]) == {"accuracy"} and entry["metrics"]["accuracy"] == 50.0
+    assert entry["headlines"] == ["accuracy"]  # EER is a headline only where candidates were scored
 
 
 def test_gaokao_without_audio_counts_every_question_failed(tmp_path, shared_data):

@@ -63,6 +63,19 @@ class RowMetric:
             raise ValueError(f"stored rows of {self.name} do not have {self.n_stats} statistics per sample id")
         return self
 
+    def merge(self, *shards: RowMetric) -> RowMetric:
+        """Add the rows of other shards of the same metric (data-parallel ranks): corpus values of
+        the merged metric equal those of one pass over all samples. Duplicate ids are an error."""
+        for shard in shards:
+            if type(shard) is not type(self) or shard.name != self.name or shard.n_stats != self.n_stats:
+                raise ValueError(f"cannot merge {shard.name} ({type(shard).__name__}) into {self.name}")
+            clash = set(self.ids) & set(shard.ids)
+            if clash:
+                raise ValueError(f"shards share sample id(s) {sorted(clash)[:3]}")
+            self.ids.extend(shard.ids)
+            self._rows.extend(shard._rows)
+        return self
+
     @property
     def rows(self) -> np.ndarray:
         return np.asarray(self._rows, dtype=np.float64).reshape(len(self._rows), self.n_stats)

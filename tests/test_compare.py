@@ -1,0 +1,51 @@
+"""Paired significance: BLEU/chrF p-values are sacreBLEU's `--paired-bs` to the printed digit; the
+other metrics use the same formulation, checked on a hand-made case."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from wavllm_eval.reports.compare import compare_runs, koehn_p_value
+from wavllm_eval.reports.runs import load_run
+
+from tests.run_builder import write_run
+from wavllm_eval.types import Record
+
+TASK = "covost2-en-de"
+REFERENCES = [f"Das ist Satz Nummer {i} über die Größe des Hauses." for i in range(40)]
+BASELINE = [r if i % 3 else r.replace("Größe", "Breite") for i, r in enumerate(REFERENCES)]
+CANDIDATE = [r if i % 2 else " ".join(r.split()[:-2]) for i, r in enumerate(REFERENCES)]
+
+
+def records(hypotheses):
+    return [Record(f"clip_{i:02d}", h, r, "ok", task=TASK) for i, (h, r) in enumerate(zip(hypotheses, REFERENCES, strict=True))]
+
+
+def test_bleu_and_chrf_p_values_are_sacrebleus_paired_bs(tmp_path):
+    base = load_run(write_run(tmp_path / "a", "m", {TASK: records(BASELINE)}))
+    cand = load_run(write_run(tmp_path / "b", "m", {TASK: records(CANDIDATE)}))
+    ours = {c.metric: c for c in compare_runs(base, cand, headline_only=False)}
+    # the sacrebleu command line on the same systems (files in id order, as scoring sorts them)
+    for name, lines in (("ref.txt", REFERENCES), ("base.txt", BASELINE), ("cand.txt", CANDIDATE)):
+        (tmp_path / name).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    sacrebleu = Path(sys.executable).with_name("sacrebleu")
+    printed = subprocess.run([str(sacrebleu), "ref.txt", "-i", "base.txt", "cand.txt", "-m", "bleu", "chrf",
+                              "--paired-bs", "-f", "text"], cwd=tmp_path, capture_output=True, text=True,
+                             check=True, env={"SACREBLEU_SEED": "12345", "PATH": ""}).stdout
+    p_values = [float(x) for x in re.findall(r"\(p = ([0-9.]+)\)", printed)]
+    assert len(p_values) == 2
+    assert round(ours["bleu"].p_bootstrap, 4) == p_values[0]
+    assert round(ours["chrf"].p_bootstrap, 4) == p_values[1]
+    assert ours["bleu"].test.startswith("sacreBLEU")
+
+
+def test_koehn_p_value_hand_worked():
+    # |Δ_b| = 1, 3, 2 -> centred -1, 1, 0; observed |Δ| = 0.5: one centred value is above it
+    assert koehn_p_value(np.array([1.0, -3.0, 2.0]), 0.5) == pytest.approx((1 + 1) / (3 + 1))
+    # strictly above: a centred value equal to the observed one does not count
+    assert koehn_p_value(np.array([1.0, -3.0, 2.0]), 1.0) == pytest.approx(1 / 4)

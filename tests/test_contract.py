@@ -1,0 +1,169 @@
+"""Registry-wide contract tests: every registered task and model is checked the moment its file is
+registered (STYLE.md). A task needs an entry in tests/native_trees.py, a model in tests/tiny_models/."""
+
+from __future__ import annotations
+
+import importlib
+import math
+import pkgutil
+from pathlib import Path
+
+import pytest
+
+import tests.tiny_models as tiny_models
+from tests.native_trees import TREES
+from wavllm_eval.adapter import BaseAdapter, LoadOptions, ModelAdapter
+from wavllm_eval.audio import load_audio
+from wavllm_eval.registry import make_task, model_entries, task_entries
+from wavllm_eval.store import read_records
+from wavllm_eval.task import BaseTask, dedupe_by_id
+from wavllm_eval.types import Record
+
+TASK_IDS = sorted(task_entries())
+MODEL_IDS = sorted(model_entries())
+
+
+def tiny_builders() -> dict:
+    builders: dict = {}
+    for info in pkgutil.iter_modules(tiny_models.__path__):
+        builders.update(importlib.import_module(f"tests.tiny_models.{info.name}").BUILDERS)
+    return builders
+
+
+BUILDERS = tiny_builders()
+
+
+# --- tasks ---------------------------------------------------------------------------------------
+def test_every_task_has_a_native_tree_for_these_tests():
+    assert sorted(set(TASK_IDS) - set(TREES)) == []
+
+
+@pytest.fixture(scope="module")
+def loaded(tmp_path_factory):
+    cache: dict = {}
+
+    def load(task_id: str):
+        if task_id not in cache:
+            task = make_task(task_id)
+            root = tmp_path_factory.mktemp(task_id)
+            samples = list(task.load(TREES[task_id](root)))
+            cache[task_id] = (task, samples)
+        return cache[task_id]
+
+    return load
+
+
+@pytest.mark.parametrize("task_id", TASK_IDS)
+def test_task_loads_prompts_and_scores(task_id, loaded, tmp_path):
+    task, samples = loaded(task_id)
+    assert isinstance(task, BaseTask) and task.group and task.id == task_id
+    assert samples and len({s.id for s in samples}) == len(samples)
+    for sample in samples:
+        assert sample.audio and all(Path(ref.path).is_file() for ref in sample.audio), sample.id
+        prompt = task.build_prompt(sample)
+        assert prompt.sample_id == sample.id and prompt.audio == sample.audio and prompt.text.strip()
+        assert prompt.max_new_tokens > 0
+    # a model that answers with the reference: every sample scored, every headline defined
+    records = [Record(s.id, s.reference, s.reference, "ok", meta=dict(s.meta), task=task_id) for s in samples]
+    scored = task.score(records)
+    result = scored.result
+    assert (result.n_total, result.n_scored, result.n_failed) == (len(samples), len(samples), 0)
+    assert result.headlines and set(result.headlines) <= set(result.metrics)
+    assert result.headline == result.headlines[0]
+    assert all(not math.isnan(result.metrics[h]) for h in result.headlines), result.metrics
+    # JSONL round trip and the stored rows reproduce the same numbers
+    path = tmp_path / "samples.jsonl"
+    path.write_text("".join(__import__("json").dumps(r.to_json(), ensure_ascii=False) + "\n" for r in records))
+    again = task.score(read_records(path)).result
+    assert again.metrics == result.metrics
+    stored = make_task(task_id).metrics_from_rows(scored.rows_json())
+    assert {m.name: m.compute() for m in stored} == pytest.approx(dict(result.metrics), nan_ok=True)
+    # shards merge to the whole
+    if len(records) > 1:
+        first, second = task.scored_metrics(records[: len(records) // 2]), task.scored_metrics(records[len(records) // 2:])
+        whole = {m.name: m.compute() for m in task.scored_metrics(records)}
+        merged = {a.name: a.merge(b).compute() for a, b in zip(first, second, strict=True)}
+        assert merged == pytest.approx(whole, nan_ok=True)
+
+
+@pytest.mark.parametrize("task_id", TASK_IDS)
+def test_task_failed_and_skipped_samples_are_counted_never_dropped(task_id, loaded):
+    task, samples = loaded(task_id)
+    records = [Record(s.id, "", s.reference, "failed" if i % 2 else "skipped", "reason", meta=dict(s.meta))
+               for i, s in enumerate(samples)]
+    result = task.score(records).result
+    assert result.n_total == len(samples) and result.n_scored == 0
+    assert result.n_failed + result.n_skipped == len(samples)
+
+
+@pytest.mark.parametrize("task_id", [t for t in TASK_IDS if make_task(t).n_variants() > 1])
+def test_prompt_variants_change_the_instruction_only(task_id, loaded):
+    task, samples = loaded(task_id)
+    sample = samples[0]
+    variants = [make_task(f"{task_id}@p{k}") for k in range(2, task.n_variants() + 1)]
+    texts = {task.build_prompt(sample).text, *(v.build_prompt(sample).text for v in variants)}
+    assert len(texts) == task.n_variants()  # each instruction differs
+    assert all(v.base_id == task_id and v.build_prompt(sample).audio == sample.audio for v in variants)
+
+
+def test_dedupe_keeps_the_last_record_per_id():
+    records = [Record("b", "1", "", "ok"), Record("a", "x", "", "failed"), Record("b", "2", "", "ok")]
+    assert [(r.id, r.prediction) for r in dedupe_by_id(records)] == [("a", "x"), ("b", "2")]
+
+
+# --- models --------------------------------------------------------------------------------------
+def test_every_model_has_a_tiny_configuration_for_these_tests():
+    assert sorted(set(MODEL_IDS) - set(BUILDERS)) == []
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    cache: dict = {}
+
+    def load(model_id: str):
+        if model_id not in cache:
+            path = BUILDERS[model_id](tmp_path_factory.mktemp(model_id.replace(".", "_")))
+            cls = model_entries()[model_id].cls
+            cache[model_id] = cls.load(path, LoadOptions(device="cpu", dtype="float32", max_new_tokens=4))
+        return cache[model_id]
+
+    return load
+
+
+@pytest.fixture(scope="module")
+def clips(shared_data):
+    from wavllm_eval.types import AudioRef
+
+    wave = load_audio(AudioRef(shared_data / "audio" / "asr.flac"))
+    return wave[: 16000 * 2], wave[16000 * 3: 16000 * 4]
+
+
+def _prompts(clips):
+    from wavllm_eval.types import Prompt
+
+    long, short = clips
+    return [Prompt("a", "Based on the attached audio, generate a comprehensive text transcription.", (),
+                   waveforms=(long,)),
+            Prompt("b", "Is there only one speaker in the audio clip?", (), choices=("Yes", "No"),
+                   waveforms=(short, long[:8000]))]
+
+
+@pytest.mark.parametrize("model_id", MODEL_IDS)
+def test_model_declares_the_contract_and_answers_a_batch(model_id, tiny_model, clips):
+    adapter = tiny_model(model_id)
+    assert isinstance(adapter, ModelAdapter) and isinstance(adapter, BaseAdapter)
+    assert adapter.id == model_id and adapter.default_batch_size >= 1
+    assert adapter.max_audio_s is None or adapter.max_audio_s > 0
+    prompts = _prompts(clips)
+    seeds = [11, 12]
+    batch = adapter.generate(prompts, seeds)
+    assert len(batch) == 2 and all(isinstance(g.text, str) for g in batch)
+    # batch size 1 gives the same outputs, and an output does not depend on what ran before it
+    alone_b = adapter.generate([prompts[1]], [seeds[1]])
+    alone_a = adapter.generate([prompts[0]], [seeds[0]])
+    assert [g.text for g in batch] == [alone_a[0].text, alone_b[0].text]
+    if adapter.supports_choice_scoring:
+        [scores] = adapter.score_choices([prompts[1]])
+        assert len(scores) == 2 and all(s <= 0 for s in scores)
+    described = adapter.describe()
+    assert described["id"] == model_id
