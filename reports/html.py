@@ -20,8 +20,6 @@ from wavllm_eval.reports.runs import RunResult
 from wavllm_eval.reports.tables import wide_table
 from wavllm_eval.reports.writers import compact_text, comparison_frame
 
-from wavllm_eval.registry import make_task
-
 WORST_SAMPLES = 10
 
 _STYLE = """
@@ -52,10 +50,12 @@ document.body.dataset.sortable = 'ready';
 
 
 def render_html(runs: Sequence[RunResult], table: pd.DataFrame, comparisons: Sequence[PairedComparison] = (),
-                baseline: str = "", reproducibility: Mapping[str, Any] | None = None) -> str:
+                baseline: str = "", reproducibility: Mapping[str, Any] | None = None, notes: Sequence[str] = ()) -> str:
     parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
              "<title>wavllm-eval leaderboard</title>", f"<style>{_STYLE}</style></head><body>",
-             "<h1>wavllm-eval leaderboard</h1>", _leaderboard(table),
+             "<h1>wavllm-eval leaderboard</h1>",
+             *(f'<p class="note"><strong>Note:</strong> {html.escape(note)}</p>' for note in notes),
+             _leaderboard(table),
              "<p>Cells: value ± half-width of the bootstrap 95 % CI. Bold: best comparable measured value. "
              "† fewer samples scored or another test set than the fullest run. Italic rows: reported by the "
              "model's paper, not measured. Click a column header to sort.</p>"]
@@ -173,7 +173,7 @@ def _drilldown(runs: Sequence[RunResult]) -> list[str]:
             if not records:
                 continue
             failed = [r for r in records if r.status != "ok"][:WORST_SAMPLES]
-            metric = next((m for m in make_task(task_id).scored_metrics(records) if m.name == entry.get("headline")), None)
+            metric = next((m for m in run.metrics(task_id) if m.name == entry.get("headline")), None)
             worst: list[tuple[float, str]] = []
             if metric is not None and metric.sum_decomposable and metric.ids:
                 per_sample = metric.per_sample_values()

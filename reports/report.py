@@ -3,6 +3,7 @@ run and a reproducibility block per run."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,9 @@ from wavllm_eval.reports.tables import long_table
 from wavllm_eval.reports.writers import render_csv, render_json, render_latex, render_markdown, write_text
 
 from wavllm_eval.errors import InputError
+from wavllm_eval.registry import make_task
+
+log = logging.getLogger(__name__)
 
 FORMATS = ("md", "csv", "json", "latex", "html")
 FILE_NAMES = {"md": "leaderboard.md", "csv": "leaderboard.csv", "json": "leaderboard.json",
@@ -35,10 +39,26 @@ def reproducibility(runs: Sequence[RunResult]) -> dict[str, dict[str, Any]]:
         }
         for task_id, entry in run.tasks.items():
             block[f"{task_id} settings"] = entry.get("settings", {})
+            installed = make_task(task_id).scoring_version()
+            stored = run.scoring_version(task_id) or "unrecorded"
+            block[f"{task_id} scoring"] = stored if stored == installed else (
+                f"{stored} — the installed scorer is {installed}: re-score with `wavllm-eval score {run.run_dir}`")
             if "throughput" in entry:
                 block[f"{task_id} throughput"] = entry["throughput"]
         out[run.label] = block
     return out
+
+
+def scoring_notes(runs: Sequence[RunResult]) -> list[str]:
+    """One line per task scored by another scoring version than the installed one."""
+    notes = []
+    for run in runs:
+        for task_id in run.tasks:
+            stored, installed = run.scoring_version(task_id), make_task(task_id).scoring_version()
+            if stored != installed:
+                notes.append(f"{run.label} · {task_id}: scored by {stored or 'an unrecorded version'}, the installed "
+                             f"scorer is {installed}; re-score with: wavllm-eval score {run.run_dir}")
+    return notes
 
 
 def comparisons_against_first(runs: Sequence[RunResult]) -> list[PairedComparison]:
@@ -57,15 +77,18 @@ def write_report(run_dirs: Sequence[Path], out_dir: Path, formats: Sequence[str]
     if unknown:
         raise InputError("--format", f"unknown format(s) {', '.join(unknown)}", f"choose from {','.join(FORMATS)}")
     runs = load_runs(run_dirs)
+    notes = scoring_notes(runs)
+    for note in notes:
+        log.warning("%s", note)
     table = long_table(runs, include_reported)
     comparisons = comparisons_against_first(runs)
     baseline = runs[0].label if runs else ""
     repro = reproducibility(runs)
     renderers: Mapping[str, Any] = {
-        "md": lambda: render_markdown(table, comparisons, baseline, repro),
+        "md": lambda: render_markdown(table, comparisons, baseline, repro, notes),
         "csv": lambda: render_csv(table),
         "json": lambda: render_json(table, comparisons, repro),
         "latex": lambda: render_latex(table),
-        "html": lambda: render_html(runs, table, comparisons, baseline, repro),
+        "html": lambda: render_html(runs, table, comparisons, baseline, repro, notes),
     }
     return [write_text(Path(out_dir) / FILE_NAMES[f], renderers[f]()) for f in formats]

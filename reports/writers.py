@@ -30,9 +30,11 @@ def _markdown_table(frame: pd.DataFrame) -> str:
 
 
 def render_markdown(table: pd.DataFrame, comparisons: Sequence[PairedComparison] = (), baseline: str = "",
-                    reproducibility: Mapping[str, Any] | None = None) -> str:
+                    reproducibility: Mapping[str, Any] | None = None, notes: Sequence[str] = ()) -> str:
     text, best = wide_table(table)
     lines = ["# wavllm-eval leaderboard", ""]
+    if notes:
+        lines += [f"> **Note:** {escape_markdown(note)}" for note in notes] + [""]
     if not text.empty:
         shown = text.copy()
         for column in shown.columns:

@@ -8,6 +8,7 @@ import os
 
 import pytest
 import soundfile as sf
+from wavllm_eval.tasks.asr import WAVLLM_ASR_INSTRUCTION
 
 from tests.librispeech_tree import SENTENCES, build_tree, corrupt
 from tests.scripted_adapter import ScriptedAdapter
@@ -16,7 +17,6 @@ from wavllm_eval.evaluate import EvaluationRequest, evaluate
 from wavllm_eval.registry import make_task
 from wavllm_eval.runner import Runner, RunOptions, duration_batches, sample_seed
 from wavllm_eval.store import SampleStore
-from wavllm_eval.tasks.asr import WAVLLM_ASR_INSTRUCTION
 from wavllm_eval.types import AudioRef, Sample
 
 TASK = "librispeech-test-clean"

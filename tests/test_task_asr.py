@@ -6,10 +6,10 @@ from importlib.metadata import version
 
 import pytest
 from wavllm_eval.tasks.asr import WAVLLM_ASR_INSTRUCTION
-from wavllm_eval.manifest import read_manifest
 
 from tests.librispeech_tree import SENTENCES, build_tree
 from wavllm_eval.errors import InputError
+from wavllm_eval.manifest import read_manifest
 from wavllm_eval.registry import make_task
 from wavllm_eval.types import Record
 

@@ -24,7 +24,7 @@ from wavllm_eval.registry import make_task, model_class
 from wavllm_eval.runner import Runner, RunOptions, TaskRun
 from wavllm_eval.store import SampleStore
 from wavllm_eval.task import ScoredTask, Task
-from wavllm_eval.types import Record, Sample, TaskResult
+from wavllm_eval.types import Record, Sample
 
 log = logging.getLogger(__name__)
 
