@@ -20,6 +20,7 @@ from wavllm_eval.metrics.base import RowMetric
 from wavllm_eval.metrics.wer import WordErrorRate
 from wavllm_eval.registry import register_task
 from wavllm_eval.task import BaseTask
+from wavllm_eval.textfile import read_lines
 from wavllm_eval.text import LOWERCASE_NO_PUNCTUATION, RAW, strip_transcript_preamble, whisper_english
 from wavllm_eval.types import AudioRef, Sample
 
@@ -47,6 +48,8 @@ class LibriSpeechASR(BaseTask):
         "Convert the spoken words of the attached audio into written English.",
     )
     headlines = ("wer",)
+    breakdown_keys = ("speaker", "duration_bucket")
+    data_layout = "LibriSpeech/{split}/<speaker>/<chapter>/*.flac + <speaker>-<chapter>.trans.txt (OpenSLR 12), or a WavLLM asr.tsv"
 
     def __init__(self, task_id: str) -> None:
         super().__init__(task_id)
@@ -94,7 +97,7 @@ def read_librispeech_split(split_dir: Path) -> Iterator[Sample]:
                          "point at the split folder, e.g. DATA/LibriSpeech/test-clean")
     entries: list[tuple[str, str, Path]] = []
     for trans in transcripts:
-        for number, line in enumerate(trans.read_text(encoding="utf-8").splitlines(), start=1):
+        for number, line in enumerate(read_lines(trans), start=1):
             if not line.strip():
                 continue
             utt_id, _, text = line.strip().partition(" ")

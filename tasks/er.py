@@ -57,6 +57,13 @@ class IEMOCAPEmotion(BaseTask):
     )
     choices = CHOICE_WORDS
     headlines = ("wa", "ua")
+    breakdown_keys = ("session", "class")
+    data_layout = "IEMOCAP_full_release/Session1..5/{dialog/EmoEvaluation/*.txt, sentences/wav/<dialog>/*.wav} (one SessionN: that fold), or a WavLLM emo.tsv"
+
+    def breakdown_value(self, record: Record, key: str) -> str | None:
+        if key == "class":  # per reference class: the per-class recalls behind UA
+            return reference_label(record)
+        return super().breakdown_value(record, key)
 
     def default_data_path(self, data_dir: Path) -> Path:
         return data_dir / "IEMOCAP_full_release"

@@ -49,6 +49,7 @@ class GaokaoSQA(BaseTask):
         "Answer this listening-comprehension question about the recording: {question}",
     )
     headlines = ("accuracy",)
+    data_layout = "wavllm/gaokao.tsv (official WavLLM manifest: id audio n_frames prompt tgt_text with_speech) + its audio"
 
     def default_data_path(self, data_dir: Path) -> Path:
         return data_dir / "wavllm" / "gaokao.tsv"

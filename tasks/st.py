@@ -13,6 +13,8 @@ WavLLM's released outputs carry these ids).
 from __future__ import annotations
 
 import csv
+import io
+import math
 import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -23,6 +25,7 @@ from wavllm_eval.manifest import header_duration_s
 from wavllm_eval.metrics.base import RowMetric
 from wavllm_eval.metrics.bleu import CorpusBLEU, CorpusChrF
 from wavllm_eval.registry import register_task
+from wavllm_eval.textfile import read_lines, read_text
 from wavllm_eval.task import BaseTask
 from wavllm_eval.types import AudioRef, Sample
 
@@ -56,6 +59,7 @@ class _TranslationTask(BaseTask):
         "Render the spoken English of this clip as German text.",
     )
     headlines = ("bleu",)
+    breakdown_keys = ("duration_bucket",)
 
     def make_metrics(self) -> list[RowMetric]:
         return [CorpusBLEU("bleu", strip_translation_preamble), CorpusChrF("chrf", strip_translation_preamble)]
@@ -68,6 +72,9 @@ class _TranslationTask(BaseTask):
 @register_task("covost2-en-de", group="st")
 class CoVoST2EnDe(_TranslationTask):
     """CoVoST 2 En→De test split (15,531 Common Voice clips), sacreBLEU corpus BLEU."""
+
+    data_layout = ("covost2/covost_v2.en_de.test.tsv (or covost_v2.en_de.tsv with its split column) + Common Voice "
+                   "en/clips/*.mp3 beside it, or a WavLLM en2de.tsv")
 
     def default_data_path(self, data_dir: Path) -> Path:
         folder = data_dir / "covost2"
@@ -99,7 +106,9 @@ def read_covost(tsv: Path) -> Iterator[Sample]:
 
 
 def _read_covost_rows(tsv: Path) -> list[dict[str, str]]:
-    with open(tsv, encoding="utf-8", newline="") as f:
+    text = read_text(tsv)
+    csv.field_size_limit(max(csv.field_size_limit(), len(text) + 1))  # a long field is data, not a crash
+    with io.StringIO(text, newline="") as f:
         reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE, escapechar="\\")
         header = next(reader, None)
         if header is None or not {"path", "translation"} <= set(header):
@@ -132,6 +141,7 @@ class MuSTCEnDe(_TranslationTask):
     """MuST-C v1.0 En→De tst-COMMON segments, sacreBLEU corpus BLEU."""
 
     split = "tst-COMMON"
+    data_layout = "MUST-C/en-de/data/tst-COMMON/{wav/*.wav, txt/tst-COMMON.yaml|.en|.de} (MuST-C v1.0), or a WavLLM manifest"
 
     def default_data_path(self, data_dir: Path) -> Path:
         return data_dir / "MUST-C" / "en-de" / "data" / self.split
@@ -149,7 +159,7 @@ def parse_mustc_yaml(path: Path) -> list[dict[str, str]]:
     A strict line parser, because the file is one `- {k: v, ...}` per line and PyYAML takes
     seconds on the 270k-line train yaml; anything else is an input error naming the line."""
     entries = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(read_lines(path), start=1):
         if not line.strip():
             continue
         match = _YAML_ENTRY.match(line.strip())
@@ -162,6 +172,17 @@ def parse_mustc_yaml(path: Path) -> list[dict[str, str]]:
             if not sep:
                 raise InputError(f"{path}:{number}", f"malformed field {item.strip()!r}", "re-extract the archive")
             entry[key.strip()] = value.strip()
+        missing = [k for k in ("wav", "offset", "duration") if not entry.get(k)]
+        if missing:
+            raise InputError(f"{path}:{number}", f"segment lacks {', '.join(missing)}", "re-extract the archive")
+        for key in ("offset", "duration"):
+            try:
+                number_value = float(entry[key])
+            except ValueError:
+                number_value = float("nan")
+            if not math.isfinite(number_value) or number_value < 0:
+                raise InputError(f"{path}:{number}", f"{key} {entry[key]!r} is not a non-negative number",
+                                 "re-extract the archive")
         entries.append(entry)
     return entries
 
@@ -173,8 +194,8 @@ def read_mustc_split(split_dir: Path, split: str) -> Iterator[Sample]:
         if not path.is_file():
             raise InputError(path, "missing", f"expected MUST-C/en-de/data/{split}/txt/{split}.{{yaml,en,de}}")
     segments = parse_mustc_yaml(yaml_path)
-    english = en_path.read_text(encoding="utf-8").split("\n")
-    german = de_path.read_text(encoding="utf-8").split("\n")
+    english = read_text(en_path).split("\n")
+    german = read_text(de_path).split("\n")
     for lines in (english, german):
         if lines and lines[-1] == "":
             lines.pop()

@@ -21,6 +21,7 @@ from wavllm_eval.metrics.base import RowMetric
 from wavllm_eval.metrics.classification import Accuracy, argmax_choice
 from wavllm_eval.metrics.verification import EqualErrorRate, MinDCF
 from wavllm_eval.registry import register_task
+from wavllm_eval.textfile import read_lines
 from wavllm_eval.task import BaseTask
 from wavllm_eval.types import AudioRef, Record, Sample
 
@@ -57,6 +58,8 @@ class VoxCeleb1Verification(BaseTask):
     )
     choices = CHOICES
     headlines = ("accuracy", "eer")
+    breakdown_keys = ("genders",)
+    data_layout = "voxceleb1/veri_test2.txt + voxceleb1/wav/idXXXXX/<video>/<n>.wav (vox1_meta.csv optional: gender), or a WavLLM sv.tsv"
 
     def default_data_path(self, data_dir: Path) -> Path:
         return data_dir / "voxceleb1" / "veri_test2.txt"
@@ -90,9 +93,10 @@ def read_trials(path: Path) -> Iterator[Sample]:
     if not path.is_file():
         raise InputError(path, "trial list not found", "put veri_test2.txt in DATA/voxceleb1/ beside wav/")
     wav_root = path.parent / "wav"
+    genders = read_genders(path.parent / "vox1_meta.csv")
     seen: dict[str, int] = {}
     durations: dict[Path, float] = {}
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(read_lines(path), start=1):
         if not line.strip():
             continue
         fields = line.split()
@@ -114,5 +118,26 @@ def read_trials(path: Path) -> Iterator[Sample]:
             reference="Yes" if label == "1" else "No",
             duration_s=durations[clips[0]] + durations[clips[1]],
             clip_durations_s=(durations[clips[0]], durations[clips[1]]),
-            meta={"enroll_speaker": enroll.split("/")[0], "test_speaker": test.split("/")[0]},
+            meta={"enroll_speaker": enroll.split("/")[0], "test_speaker": test.split("/")[0],
+                  **({"genders": "/".join(sorted(genders.get(c.split("/")[0], "?") for c in (enroll, test)))}
+                     if genders else {})},
         )
+
+
+def read_genders(meta_csv: Path) -> dict[str, str]:
+    """Speaker id -> "f"/"m" from VoxCeleb1's `vox1_meta.csv` (tab-separated, header
+    `VoxCeleb1 ID  VGGFace1 ID  Gender  Nationality  Set`), when it lies beside the trial list."""
+    if not meta_csv.is_file():
+        return {}
+    lines = read_lines(meta_csv)
+    header = [h.strip().lower() for h in lines[0].split("\t")] if lines else []
+    if "voxceleb1 id" not in header or "gender" not in header:
+        raise InputError(meta_csv, f"unexpected header {lines[0][:80] if lines else ''!r}",
+                         "use VoxCeleb1's vox1_meta.csv (tab-separated, with VoxCeleb1 ID and Gender columns)")
+    id_col, gender_col = header.index("voxceleb1 id"), header.index("gender")
+    out: dict[str, str] = {}
+    for line in lines[1:]:
+        fields = [f.strip() for f in line.split("\t")]
+        if len(fields) > max(id_col, gender_col):
+            out[fields[id_col]] = fields[gender_col].lower()
+    return out

@@ -64,6 +64,7 @@ class ModelAdapter(Protocol):
     supports_choice_scoring: bool  # True: `score_choices` gives log P(choice | audio, prompt)
     default_batch_size: int  # samples per batch under --batch-size auto (capped by an audio-seconds budget)
     required_files: ClassVar[tuple[str, ...]]  # what --model-path must hold ("a|b": either); () = no path needed
+    needs_audio: bool  # False: the runner does not decode audio (answers replayed from a file)
 
     @classmethod
     def load(cls, path: Path | None, options: LoadOptions) -> ModelAdapter: ...
@@ -91,6 +92,7 @@ class BaseAdapter:
     supports_choice_scoring: bool = False
     default_batch_size: int = 1
     required_files: ClassVar[tuple[str, ...]] = ()
+    needs_audio: bool = True
     path: Path | None = None
     options: LoadOptions = LoadOptions()
 

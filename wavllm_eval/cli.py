@@ -26,24 +26,35 @@ EXIT_OK, EXIT_GATE_FAILED, EXIT_INPUT_ERROR, EXIT_RUN_INCOMPLETE = 0, 1, 2, 3
 
 @app.command("list")
 def list_command(as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False) -> None:
-    """Tasks, task groups and models, one line each."""
+    """Tasks (with the data layout each reads), task groups and models (with the files each needs)."""
     from wavllm_eval import registry
 
     tasks, models, groups = registry.task_entries(), registry.model_entries(), registry.groups()
+    layouts = {t: registry.make_task(t).describe_layout() for t in tasks}
+    variants = {t: e.cls.n_variants() for t, e in tasks.items()}
     if as_json:
         stdout.print_json(json.dumps({
-            "tasks": [{"id": t.id, "group": t.group, "summary": t.summary} for t in tasks.values()],
+            "tasks": [{"id": t.id, "group": t.group, "summary": t.summary, "data": layouts[t.id],
+                       "instruction_variants": variants[t.id]} for t in tasks.values()],
             "groups": groups,
-            "models": [{"id": m.id, "summary": m.summary} for m in models.values()],
+            "models": [{"id": m.id, "summary": m.summary, "requires": list(m.cls.required_files)}
+                       for m in models.values()],
         }))
         return
+
+    def line(text: str) -> None:
+        stdout.print(text, markup=False, highlight=False, soft_wrap=True)
+
     for t in tasks.values():
-        stdout.print(f"task   {t.id:<26} group {t.group:<8} {t.summary}", markup=False, highlight=False, soft_wrap=True)
+        line(f"task   {t.id:<26} group {t.group:<8} {t.summary}")
+        line(f"       {'':<26} data: {layouts[t.id]}")
     for name, ids in groups.items():
-        stdout.print(f"group  {name:<26} {', '.join(ids)}", markup=False, highlight=False, soft_wrap=True)
-    stdout.print(f"group  {'all':<26} every task", markup=False, highlight=False, soft_wrap=True)
+        line(f"group  {name:<26} {', '.join(ids)}")
+    line(f"group  {'all':<26} every task")
     for m in models.values():
-        stdout.print(f"model  {m.id:<26} {m.summary}", markup=False, highlight=False, soft_wrap=True)
+        line(f"model  {m.id:<26} {m.summary}")
+        requires = ", ".join(m.cls.required_files) or "nothing (no --model-path needed)"
+        line(f"       {'':<26} --model-path holds: {requires}")
 
 
 @app.command()
@@ -82,9 +93,13 @@ def run(
     from wavllm_eval.summary import results_table
 
     _check_run_options(limit, device, dtype, max_new_tokens, prompt_variants, max_failed, batch_audio_s)
-    model_class(model)  # an unknown model is an error before any data is read
+    adapter_cls = model_class(model)  # an unknown model is an error before any data is read
     if model_path is not None and not model_path.exists():
         raise InputError(model_path, "--model-path does not exist", "pass the folder that holds the model files")
+    missing = adapter_cls.missing_files(model_path) if model_path is not None else []
+    if missing:  # every missing file at once, before torch is imported or any data read
+        raise InputError(model_path, f"{model} needs {', '.join(missing)} here",
+                         f"--model-path must hold {', '.join(adapter_cls.required_files)}")
     options = RunOptions(batch_size=_parse_batch_size(batch_size), batch_audio_s=batch_audio_s, limit=limit,
                          seed=seed, resume=resume, device=device, dtype=dtype, max_new_tokens=max_new_tokens,
                          show_progress=progress and sys.stderr.isatty())

@@ -21,7 +21,7 @@ from wavllm_eval import __version__
 from wavllm_eval.adapter import ModelAdapter, model_config
 from wavllm_eval.errors import InputError
 from wavllm_eval.registry import make_task, model_class
-from wavllm_eval.runner import Runner, RunOptions, TaskRun
+from wavllm_eval.runner import Runner, RunOptions, TaskRun, check_unique_ids
 from wavllm_eval.store import SampleStore
 from wavllm_eval.task import ScoredTask, Task
 from wavllm_eval.types import Record, Sample
@@ -218,6 +218,7 @@ def _load_samples(task: Task, path: Path, limit: int | None) -> list[Sample]:
         raise InputError(path, f"data for {task.id} not found",
                          f"unpack the dataset under --data-dir in its released layout, or pass --data {task.base_id}=PATH")
     samples = list(task.load(path))
+    check_unique_ids(task, samples, path)
     if limit is not None:
         samples = samples[:limit]
     if not samples:

@@ -10,12 +10,14 @@ value relative to the manifest's folder.
 from __future__ import annotations
 
 import csv
+import io
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from wavllm_eval.audio import audio_duration_s
 from wavllm_eval.errors import AudioReadError, InputError
+from wavllm_eval.textfile import read_text
 from wavllm_eval.types import AudioRef, Sample
 
 REQUIRED_COLUMNS = ("id", "audio", "prompt", "tgt_text")
@@ -48,7 +50,13 @@ def read_manifest(path: Path, audio_root: Path | None = None) -> list[ManifestRo
     path = Path(path)
     if not path.is_file():
         raise InputError(path, "manifest not found", "check the path given with --data or --data-dir")
-    with open(path, encoding="utf-8-sig", newline=None) as f:
+    text = read_text(path)
+    if not text.strip():
+        raise InputError(path, "is empty", "a WavLLM manifest starts with the header id, audio, n_frames, prompt, "
+                         "tgt_text, with_speech")
+    # a long prompt or target is data, not a reason to crash (the csv module stops at 128 KiB)
+    csv.field_size_limit(max(csv.field_size_limit(), len(text) + 1))
+    with io.StringIO(text, newline=None) as f:
         reader = csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
         header = reader.fieldnames or []
         missing = [c for c in REQUIRED_COLUMNS if c not in header]
@@ -95,10 +103,12 @@ def header_duration_s(path: Path) -> float:
 
 
 def is_manifest(path: Path) -> bool:
-    """A WavLLM manifest: a .tsv whose header has the `tgt_text` column (a CoVoST TSV has not)."""
+    """Whether to read `path` as a WavLLM manifest: every .tsv file except a CoVoST 2 TSV (whose header
+    has `path` and `translation`). A .tsv with a wrong or empty header is therefore read as a manifest
+    and answered with the manifest's own error (missing columns), not mistaken for a corpus folder."""
     path = Path(path)
     if path.suffix.lower() != ".tsv" or not path.is_file():
         return False
-    with open(path, encoding="utf-8-sig") as f:
-        header = f.readline().rstrip("\r\n").split("\t")
-    return "tgt_text" in header
+    with open(path, "rb") as f:
+        first = f.readline().decode("utf-8-sig", errors="replace").rstrip("\r\n").split("\t")
+    return not {"path", "translation"} <= set(first)

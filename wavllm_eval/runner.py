@@ -13,8 +13,11 @@ import hashlib
 import logging
 import time
 from collections.abc import Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 from rich.progress import (
     BarColumn,
@@ -31,7 +34,7 @@ from wavllm_eval.console import console
 from wavllm_eval.errors import AudioReadError, InputError
 from wavllm_eval.store import SampleStore
 from wavllm_eval.task import Task
-from wavllm_eval.types import SAMPLE_RATE_HZ, Generation, Prompt, Record, Sample
+from wavllm_eval.types import Generation, Prompt, Record, Sample
 
 log = logging.getLogger(__name__)
 
@@ -169,13 +172,17 @@ class Runner:
         if too_long:
             self._write(task, too_long, stats)
         audio_done_s, started = 0.0, time.perf_counter()
-        with self._progress_bar() as progress:
+        with self._progress_bar() as progress, AudioPrefetcher(self._needs_audio()) as prefetch:
             bar = progress.add_task(task.id, total=len(todo), completed=len(too_long), rate="")
             batches = duration_batches(runnable, self.batch_size, self.audio_budget_s)
+            if batches:
+                prefetch.submit(batches[0])
             while batches:
                 batch = batches.pop(0)
+                if batches:  # decode the next batch's audio while the model works on this one
+                    prefetch.submit(batches[0])
                 planned_size = self.batch_size
-                records = self._run_batch(task, batch, stats)
+                records = self._run_batch(task, batch, stats, prefetch)
                 self._write(task, records, stats)
                 if self.batch_size < planned_size and batches:
                     # An out-of-memory back-off holds for the rest of the task: re-plan what is left.
@@ -207,22 +214,25 @@ class Runner:
                 keep.append(s)
         return skipped, keep
 
-    def _run_batch(self, task: Task, batch: list[Sample], stats: TaskRun) -> list[Record]:
+    def _needs_audio(self) -> bool:
+        return bool(getattr(self.adapter, "needs_audio", True))
+
+    def _run_batch(self, task: Task, batch: list[Sample], stats: TaskRun, prefetch: AudioPrefetcher) -> list[Record]:
         records: dict[str, Record] = {}
         prompts: list[Prompt] = []
         by_id: dict[str, Sample] = {}
         for sample in batch:
-            try:
-                waveforms = tuple(load_audio(ref) for ref in sample.audio)
-            except AudioReadError as exc:
-                records[sample.id] = Record(sample.id, "", sample.reference, "failed", str(exc), meta=_meta(task, sample),
-                                            task=task.id)
+            waveforms = prefetch.result(sample)
+            if isinstance(waveforms, AudioReadError):
+                records[sample.id] = Record(sample.id, "", sample.reference, "failed", str(waveforms),
+                                            meta=_meta(task, sample), task=task.id)
                 continue
             prompt = dataclasses.replace(task.build_prompt(sample), waveforms=waveforms)
             prompts.append(prompt)
             by_id[sample.id] = sample
         seeds = [sample_seed(self.options.seed, task.id, p.sample_id) for p in prompts]
-        for prompt, seed, outcome in self._generate(task, prompts, seeds, stats):
+        durations = {p.sample_id: by_id[p.sample_id].duration_s for p in prompts}
+        for prompt, seed, outcome in self._generate(task, prompts, seeds, stats, durations):
             sample = by_id[prompt.sample_id]
             meta = {**_meta(task, sample), "seed": seed}
             if isinstance(outcome, Exception):
@@ -234,7 +244,8 @@ class Runner:
                                             choice_logprobs=outcome.choice_logprobs, meta=meta, task=task.id)
         return [records[s.id] for s in batch]
 
-    def _generate(self, task: Task, prompts: list[Prompt], seeds: list[int], stats: TaskRun):
+    def _generate(self, task: Task, prompts: list[Prompt], seeds: list[int], stats: TaskRun,
+                  durations: dict[str, float]):
         """Yield (prompt, seed, Generation | Exception); halves the batch on OOM, isolates failures."""
         if not prompts:
             return
@@ -246,17 +257,17 @@ class Runner:
             if _is_oom(exc) and len(prompts) > 1:
                 self.batch_size = max(1, min(self.batch_size, len(prompts) // 2))
                 if self.audio_budget_s is not None:  # a batch closed by the audio budget shrinks too
-                    failing_audio_s = sum(len(w) for p in prompts for w in p.waveforms) / SAMPLE_RATE_HZ
+                    failing_audio_s = sum(durations[p.sample_id] for p in prompts)
                     self.audio_budget_s = min(self.audio_budget_s, failing_audio_s / 2)
                 stats.oom_backoffs += 1
                 log.warning("out of memory with %d samples; batch size now %d", len(prompts), self.batch_size)
                 half = len(prompts) // 2
-                yield from self._generate(task, prompts[:half], seeds[:half], stats)
-                yield from self._generate(task, prompts[half:], seeds[half:], stats)
+                yield from self._generate(task, prompts[:half], seeds[:half], stats, durations)
+                yield from self._generate(task, prompts[half:], seeds[half:], stats, durations)
             elif len(prompts) > 1:
                 log.warning("batch of %d failed (%s); retrying one by one", len(prompts), exc)
                 for p, s in zip(prompts, seeds, strict=True):
-                    yield from self._generate(task, [p], [s], stats)
+                    yield from self._generate(task, [p], [s], stats, durations)
             else:
                 log.warning("sample %s failed: %s", prompts[0].sample_id, exc)
                 yield prompts[0], seeds[0], exc
@@ -265,7 +276,7 @@ class Runner:
         throughput = stats.throughput
         throughput.model_s += elapsed
         throughput.n_samples += len(prompts)
-        throughput.audio_s += sum(len(w) for p in prompts for w in p.waveforms) / SAMPLE_RATE_HZ
+        throughput.audio_s += sum(durations[p.sample_id] for p in prompts)
         throughput.new_tokens += sum(g.n_new_tokens for g in generations)
         yield from zip(prompts, seeds, generations, strict=True)
 
@@ -298,11 +309,55 @@ class Runner:
         )
 
 
-def check_unique_ids(task: Task, samples: Sequence[Sample]) -> None:
+class AudioPrefetcher:
+    """Decodes (and resamples) the next batch's clips in background threads while the model runs,
+    so the model never waits for I/O; soundfile and soxr release the GIL while they work. A sample
+    whose audio cannot be read yields its AudioReadError, which the runner records as `failed`."""
+
+    def __init__(self, enabled: bool = True, workers: int = 2) -> None:
+        self.enabled = enabled
+        self.workers = workers
+        self._pool: ThreadPoolExecutor | None = None
+        self._pending: dict[int, Future] = {}
+
+    def __enter__(self) -> AudioPrefetcher:
+        if self.enabled:
+            self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="audio")
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self._pool is not None:
+            for future in self._pending.values():
+                future.cancel()
+            self._pool.shutdown(wait=True)
+
+    def submit(self, batch: Sequence[Sample]) -> None:
+        if self._pool is None:
+            return
+        for sample in batch:
+            if id(sample) not in self._pending:
+                self._pending[id(sample)] = self._pool.submit(_decode, sample)
+
+    def result(self, sample: Sample) -> tuple[np.ndarray, ...] | AudioReadError:
+        if not self.enabled:
+            return ()
+        future = self._pending.pop(id(sample), None)
+        return future.result() if future is not None else _decode(sample)
+
+
+def _decode(sample: Sample) -> tuple[np.ndarray, ...] | AudioReadError:
+    try:
+        return tuple(load_audio(ref) for ref in sample.audio)
+    except AudioReadError as exc:
+        return exc
+
+
+def check_unique_ids(task: Task, samples: Sequence[Sample], source: object = None) -> None:
+    """Ids key resume and pairing: a duplicate is an input error naming the data file."""
     seen: set[str] = set()
     for s in samples:
         if s.id in seen:
-            raise InputError(None, f"task {task.id}: sample id {s.id!r} occurs twice in the data",
+            raise InputError(source, f"task {task.id}: sample id {s.id!r} occurs twice in the data",
                              "ids key resume and pairing; fix the manifest so every id is unique")
         seen.add(s.id)
 

@@ -95,6 +95,10 @@ class BaseTask:
     choices: tuple[str, ...] = ()
     headlines: tuple[str, ...] = ()
     judge: Any = None  # an optional model judge, set by `evaluate` when --judge is given
+    # Stored sample attributes to break the score down by (results.json `breakdowns`), e.g. the
+    # speaker, the IEMOCAP session (the 5-fold protocol), a duration bucket.
+    breakdown_keys: tuple[str, ...] = ()
+    data_layout: str = "an official WavLLM TSV manifest (id audio n_frames prompt tgt_text with_speech) + its audio"
 
     def __init__(self, task_id: str) -> None:
         self.id = task_id
@@ -102,6 +106,10 @@ class BaseTask:
         if self.variant > self.n_variants():
             raise InputError(None, f"task {self.base_id} has {self.n_variants()} instruction variant(s), "
                              f"not {self.variant}", f"use at most {self.base_id}{VARIANT_MARK}{self.n_variants()}")
+
+    def describe_layout(self) -> str:
+        """The data this task reads, for `wavllm-eval list` ({split} filled in)."""
+        return self.data_layout.replace("{split}", str(getattr(self, "split", "")))
 
     @classmethod
     def n_variants(cls) -> int:
@@ -185,6 +193,35 @@ class BaseTask:
         """Task-specific diagnostics for results.json (parse failures, confusion matrix)."""
         return {}
 
+    def breakdown_value(self, record: Record, key: str) -> str | None:
+        """A record's group under `key`: its stored attribute, or a duration bucket."""
+        if key == "duration_bucket":
+            duration = record.meta.get("duration_s")
+            return duration_bucket(float(duration)) if duration is not None else None
+        value = record.meta.get(key)
+        return None if value in (None, "") else str(value)
+
+    def breakdowns(self, records: Sequence[Record], headlines: Sequence[str]) -> dict[str, Any]:
+        """Each headline metric per group of every breakdown key, with its bootstrap CI."""
+        ok = [r for r in records if r.status == "ok"]
+        out: dict[str, Any] = {}
+        for key in self.breakdown_keys:
+            groups: dict[str, list[Record]] = {}
+            for record in ok:
+                value = self.breakdown_value(record, key)
+                if value is not None:
+                    groups.setdefault(value, []).append(record)
+            if not groups or len(groups) > MAX_BREAKDOWN_GROUPS:
+                continue
+            block = {}
+            for value in sorted(groups, key=_natural):
+                metrics = [m for m in self.scored_metrics(groups[value]) if m.name in headlines]
+                block[value] = {"n": len(groups[value]),
+                                "metrics": {m.name: _rounded(m.compute()) for m in metrics},
+                                "ci95": {m.name: [_rounded(x) for x in m.bootstrap()] for m in metrics}}
+            out[key] = block
+        return out
+
     def headline_names(self, metric_names: Sequence[str]) -> list[str]:
         present = [h for h in self.headlines if h in metric_names]
         return present or list(metric_names[:1])
@@ -211,8 +248,33 @@ class BaseTask:
             higher_is_better={m.name: m.higher_is_better for m in metrics},
             settings={**self.scoring_settings(), "scoring_version": self.scoring_version()},
             extra=self.extra(records),
+            breakdowns=self.breakdowns(records, headlines),
         )
         return ScoredTask(result, metrics, self.scoring_version(), [r.id for r in records])
+
+
+MAX_BREAKDOWN_GROUPS = 500
+DURATION_BUCKETS_S = (5.0, 10.0, 20.0, 30.0)
+
+
+def duration_bucket(seconds: float) -> str:
+    """"0-5 s", "5-10 s", "10-20 s", "20-30 s", ">30 s"."""
+    low = 0.0
+    for high in DURATION_BUCKETS_S:
+        if seconds < high:
+            return f"{low:g}-{high:g} s"
+        low = high
+    return f">{DURATION_BUCKETS_S[-1]:g} s"
+
+
+def _natural(value: str) -> tuple:
+    import re
+
+    return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", value))
+
+
+def _rounded(value: float) -> float | None:
+    return None if value != value else round(float(value), 6)
 
 
 def dedupe_by_id(records: Sequence[Record]) -> list[Record]:

@@ -142,6 +142,7 @@ class TaskResult:
     higher_is_better: Mapping[str, bool] = field(default_factory=dict)
     settings: Mapping[str, Any] = field(default_factory=dict)  # normaliser identity, BLEU signature...
     extra: Mapping[str, Any] = field(default_factory=dict)  # parse failures, confusion matrices...
+    breakdowns: Mapping[str, Any] = field(default_factory=dict)  # attribute -> value -> n, metrics, ci95
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -156,6 +157,7 @@ class TaskResult:
             "higher_is_better": dict(self.higher_is_better),
             "settings": dict(self.settings),
             **({"extra": dict(self.extra)} if self.extra else {}),
+            **({"breakdowns": dict(self.breakdowns)} if self.breakdowns else {}),
         }
 
     @classmethod
@@ -172,6 +174,7 @@ class TaskResult:
             higher_is_better=dict(entry.get("higher_is_better", {})),
             settings=dict(entry.get("settings", {})),
             extra=dict(entry.get("extra", {})),
+            breakdowns=dict(entry.get("breakdowns", {})),
         )
 
 

@@ -24,3 +24,16 @@ BUILDERS: dict[str, Callable[[Path], Path | None]] = {
     "wavllm-greedy": _wavllm,
     "pocketsphinx": lambda root: None,  # the en-US model the wheel bundles: no folder needed
 }
+
+
+def _replay(root: Path) -> Path:
+    """Answers for the contract test's two prompts ("a", "b"), with candidate log-probs for "b"."""
+    import json
+
+    path = root / "answers.jsonl"
+    path.write_text(json.dumps({"id": "a", "prediction": "he hoped there would be stew"}) + "\n"
+                    + json.dumps({"id": "b", "prediction": "Yes", "choice_logprobs": [-0.1, -2.3]}) + "\n")
+    return path
+
+
+BUILDERS["replay"] = _replay
