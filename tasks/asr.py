@@ -20,8 +20,8 @@ from wavllm_eval.metrics.base import RowMetric
 from wavllm_eval.metrics.wer import WordErrorRate
 from wavllm_eval.registry import register_task
 from wavllm_eval.task import BaseTask
-from wavllm_eval.textfile import read_lines
 from wavllm_eval.text import LOWERCASE_NO_PUNCTUATION, RAW, strip_transcript_preamble, whisper_english
+from wavllm_eval.textfile import read_lines
 from wavllm_eval.types import AudioRef, Sample
 
 log = logging.getLogger(__name__)

@@ -25,8 +25,8 @@ from wavllm_eval.manifest import header_duration_s
 from wavllm_eval.metrics.base import RowMetric
 from wavllm_eval.metrics.bleu import CorpusBLEU, CorpusChrF
 from wavllm_eval.registry import register_task
-from wavllm_eval.textfile import read_lines, read_text
 from wavllm_eval.task import BaseTask
+from wavllm_eval.textfile import read_lines, read_text
 from wavllm_eval.types import AudioRef, Sample
 
 # The instruction of WavLLM's released en2de.tsv.

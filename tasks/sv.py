@@ -21,8 +21,8 @@ from wavllm_eval.metrics.base import RowMetric
 from wavllm_eval.metrics.classification import Accuracy, argmax_choice
 from wavllm_eval.metrics.verification import EqualErrorRate, MinDCF
 from wavllm_eval.registry import register_task
-from wavllm_eval.textfile import read_lines
 from wavllm_eval.task import BaseTask
+from wavllm_eval.textfile import read_lines
 from wavllm_eval.types import AudioRef, Record, Sample
 
 WAVLLM_SV_INSTRUCTION = "Is there only one speaker in the audio clip?"

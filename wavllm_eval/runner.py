@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
