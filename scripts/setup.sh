@@ -12,12 +12,21 @@ fi
 if [ ${#missing[@]} -gt 0 ]; then
   sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
   echo "installing system packages: ${missing[*]}" >&2
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # Another apt/dpkg (unattended upgrades on a fresh machine) may hold the locks: wait, do not fail.
+  for attempt in $(seq 1 60); do
+    if $sudo apt-get -o DPkg::Lock::Timeout=600 update -qq; then break; fi
+    echo "apt-get update failed (another package manager running?); retrying in 10 s ($attempt/60)" >&2
+    sleep 10
+  done
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get -o DPkg::Lock::Timeout=600 install -y -qq \
+    --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
 [ -x .venv/bin/python ] || python3 -m venv .venv
-.venv/bin/python -m pip install -q --disable-pip-version-check "torch==2.13.0" 2>&1 | grep -v "is ignored" >&2 || true
+pip=(.venv/bin/python -m pip install --disable-pip-version-check --progress-bar off)
+echo "installing torch 2.13.0 (CPU) into .venv ..." >&2
+"${pip[@]}" "torch==2.13.0" 2>&1 | grep -E "^(Collecting|Installing|Successfully|ERROR)" >&2 || true
 extra=""; [ "${1:-}" = "--test" ] && extra="[test]"
-.venv/bin/python -m pip install -q --disable-pip-version-check -e ".${extra}" 2>&1 | grep -v "is ignored" >&2 || true
+echo "installing wavllm-eval${extra} and its dependencies into .venv (a few minutes on a fresh machine) ..." >&2
+"${pip[@]}" -e ".${extra}" 2>&1 | grep -E "^(Collecting|Installing|Successfully|ERROR)" >&2 || true
 .venv/bin/python -c "import torch, wavllm_eval; assert torch.__version__.startswith('2.'), torch.__version__"

@@ -238,6 +238,33 @@ def report(
         stdout.print(str(path), highlight=False, soft_wrap=True)
 
 
+@app.command()
+def build(
+    what: Annotated[str, typer.Argument(help="the set to build: ii-task")],
+    source_kind: Annotated[str, typer.Option("--from", help="the corpus to build it from: librispeech")],
+    source: Annotated[Path, typer.Argument(help="the corpus: a LibriSpeech split folder (or DATA holding LibriSpeech/test-clean)")],
+    output_dir: Annotated[Path, typer.Option("--output-dir", help="where the manifest (official TSV format) goes")],
+    seed: Annotated[int, typer.Option("--seed", help="fixed seed: the same seed gives the same manifest")] = 1,
+) -> None:
+    """Build a test set in the official WavLLM TSV format from a corpus you have (today: an II-task
+    set from LibriSpeech, every sub-instruction with a checkable answer)."""
+    if what != "ii-task":
+        raise InputError("build", f"cannot build {what!r}", "wavllm-eval build ii-task --from librispeech DATA --output-dir OUT")
+    if source_kind != "librispeech":
+        raise InputError("--from", f"unknown corpus {source_kind!r}", "use --from librispeech")
+    from wavllm_eval.ii_task_builder import build_ii_task, manifest_sha256
+
+    split = source
+    if not any(split.glob("*/*/*.trans.txt")):
+        for candidate in (source / "LibriSpeech" / "test-clean", source / "test-clean"):
+            if candidate.is_dir():
+                split = candidate
+                break
+    manifest = build_ii_task(split, output_dir, seed)
+    stdout.print(str(manifest), highlight=False, soft_wrap=True)
+    console.print(f"sha256 {manifest_sha256(manifest)}", highlight=False)
+
+
 def _gate_help() -> str:
     from wavllm_eval.reports.gate import DEFAULT_MAX_REGRESSION
 
@@ -345,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
         del exc
         return 130
     except _click_exceptions("NoArgsIsHelpError"):
-        _error_line("no command given — choose one of " + ", ".join(c.name or "" for c in app.registered_commands)
+        _error_line("no command given — choose one of " + ", ".join(typer.main.get_command(app).commands)
                     + " (wavllm-eval --help)")
         return EXIT_INPUT_ERROR
     except _click_exceptions("ClickException") as exc:
