@@ -51,7 +51,8 @@ BOS, EOS, UNK = 1, 2, 0
 MAX_STEPS = 512  # --max-len-b 512: generator steps, the forced right-prompt tokens included
 CHUNK_SAMPLES = 30 * SAMPLE_RATE_HZ
 MAX_AUDIO_S = 40.0  # the released task's max_positions 640,000 samples
-RELEASED_RMS_NORM_EPS = 1e-6  # WavLLM's LLaMA code (llama/model.py ModelArgs.norm_eps)
+RELEASED_RMS_NORM_EPS = 1e-6
+PROMPT_SCALE_CACHE = 4096  # instructions whose LoRA scale is kept  # WavLLM's LLaMA code (llama/model.py ModelArgs.norm_eps)
 
 
 def right_text(instruction: str) -> str:
@@ -63,6 +64,7 @@ class WavLLMAdapter(SpeechLLMAdapter):
     """WavLLM (Whisper + WavLM encoders, LLaMA-2-7B-chat, prompt-aware LoRA), released decoding: sampling T=0.5."""
 
     decoding = DecodingConfig(do_sample=True, temperature=0.5, top_k=0, top_p=1.0, num_beams=1)
+    batched_sampling = True  # seeded Gumbel-max per row (wavllm_eval.sampling): batch 8 equals batch 1
     max_audio_s = MAX_AUDIO_S
     supports_choice_scoring = True
     default_batch_size = 4
@@ -123,23 +125,39 @@ class WavLLMAdapter(SpeechLLMAdapter):
     # --- inputs -----------------------------------------------------------------------------------
     def audio_embeddings(self, waveform: np.ndarray):
         """(1, T, llm_dim): the fused speech tokens of one clip."""
+        return self.audio_embeddings_batch([waveform])[0]
+
+    def audio_embeddings_batch(self, waveforms: Sequence[np.ndarray]) -> list[Any]:
+        """The fused speech tokens of each clip, as the official code computes them one clip at a time.
+
+        Whisper: every clip is cut into 30 s chunks, each padded to 30 s, so a chunk's encoding does not
+        depend on its neighbours: the chunks of all clips go through the encoder in one call (equal to
+        clip by clip within float rounding). WavLM stays per clip: its group-norm feature encoder would
+        see the zeros of a padded batch and change the numbers."""
         import torch
 
-        chunks = [waveform[i: i + CHUNK_SAMPLES] for i in range(0, max(len(waveform), 1), CHUNK_SAMPLES)]
-        features, mel_lengths = [], []
-        for chunk in chunks:
-            out = self.whisper_features(chunk, sampling_rate=SAMPLE_RATE_HZ, return_attention_mask=True,
+        features, mel_lengths, counts = [], [], []
+        for waveform in waveforms:
+            chunks = [waveform[i: i + CHUNK_SAMPLES] for i in range(0, max(len(waveform), 1), CHUNK_SAMPLES)]
+            out = self.whisper_features(chunks, sampling_rate=SAMPLE_RATE_HZ, return_attention_mask=True,
                                         return_tensors="pt")
             features.append(out.input_features)
-            mel_lengths.append(int(out.attention_mask.sum()))
-        wavlm_in = self.wavlm_features(waveform, sampling_rate=SAMPLE_RATE_HZ, return_attention_mask=True,
-                                       return_tensors="pt")
+            mel_lengths.append([int(n) for n in out.attention_mask.sum(-1)])
+            counts.append(len(chunks))
         model = self.model
+        embeddings = []
         with torch.no_grad():
-            whisper_stream = model.encode_whisper(torch.cat(features).to(self.device, self.dtype), mel_lengths)
-            wavlm_stream = model.encode_wavlm(wavlm_in.input_values.to(self.device, self.dtype),
-                                              wavlm_in.get("attention_mask").to(self.device))
-            return model.fuse(whisper_stream, wavlm_stream)
+            hidden = model.whisper(torch.cat(features).to(self.device, self.dtype)).last_hidden_state
+            for waveform, per_clip, lengths in zip(waveforms, hidden.split(counts), mel_lengths, strict=True):
+                keep = max((n - 1) // 2 + 1 for n in lengths)  # the longest chunk's frames, in every chunk
+                projected = model.whisper_head(per_clip[:, :keep])
+                whisper_stream = projected.reshape(1, -1, projected.shape[-1])
+                wavlm_in = self.wavlm_features(waveform, sampling_rate=SAMPLE_RATE_HZ, return_attention_mask=True,
+                                               return_tensors="pt")
+                wavlm_stream = model.encode_wavlm(wavlm_in.input_values.to(self.device, self.dtype),
+                                                  wavlm_in.get("attention_mask").to(self.device))
+                embeddings.append(model.fuse(whisper_stream, wavlm_stream))
+        return embeddings
 
     def prompt_pieces(self, instruction: str) -> tuple[list[int], list[int], list[int]]:
         """Token ids: left (BOS + system + <SPEECH>), right as fed at inference (its leading '▁'
@@ -149,37 +167,57 @@ class WavLLMAdapter(SpeechLLMAdapter):
         scale_ids = self.tokenizer.encode('"' + instruction + '"')
         return left, [BOS, *right[1:]], scale_ids
 
-    def input_embeddings(self, prompt: Prompt):
-        """(1, L, dim) inputs and the (1, dim) prompt scale of one prompt."""
+    def prompt_scale(self, instruction: str):
+        """The (1, dim) prompt-aware LoRA scale: a function of the instruction alone, so it is cached
+        (a task asks the same instruction thousands of times)."""
+        cache = self.__dict__.setdefault("_scale_cache", {})
+        if instruction not in cache:
+            if len(cache) >= PROMPT_SCALE_CACHE:
+                cache.clear()
+            import torch
+
+            with torch.no_grad():
+                cache[instruction] = self.model.prompt_scale(self.prompt_pieces(instruction)[2])
+        return cache[instruction]
+
+    def input_embeddings(self, prompt: Prompt, audio: Any = None):
+        """(1, L, dim) inputs, the (1, dim) prompt scale and the right-prompt length of one prompt."""
         import torch
 
-        left, right, scale_ids = self.prompt_pieces(prompt.text)
+        left, right, _ = self.prompt_pieces(prompt.text)
         embed = self.model.llama.model.embed_tokens
-        audio = self.audio_embeddings(prompt.single_waveform())
+        if audio is None:
+            audio = self.audio_embeddings(prompt.single_waveform())
         with torch.no_grad():
             ids = lambda xs: torch.tensor([xs], device=self.device)  # noqa: E731
             inputs = torch.cat([embed(ids(left)), audio.to(embed.weight.dtype), embed(ids(right))], dim=1)
-            scale = self.model.prompt_scale(scale_ids)
-        return inputs, scale, len(right)
+        return inputs, self.prompt_scale(prompt.text), len(right)
+
+    def build_inputs(self, prompts: Sequence[Prompt]) -> list[tuple[Any, Any, int]]:
+        audio = self.audio_embeddings_batch([p.single_waveform() for p in prompts])
+        built = [self.input_embeddings(p, a) for p, a in zip(prompts, audio, strict=True)]
+        # kept for score_choices on the same prompts (the runner scores right after generating)
+        self._prefix_cache = {p.sample_id: (b[0], b[1]) for p, b in zip(prompts, built, strict=True)}
+        return built
 
     # --- generation -------------------------------------------------------------------------------
-    def _generate_batch(self, prompts: Sequence[Prompt]) -> list[Generation]:
+    def _generate_batch(self, prompts: Sequence[Prompt], seeds: Sequence[int] | None = None) -> list[Generation]:
         import torch
 
-        built = [self.input_embeddings(p) for p in prompts]
+        built = self.build_inputs(prompts)
         # 512 generator steps include the forced right prompt (its first token is the BOS)
         limits = [self.options.cap(MAX_STEPS - (n_right - 1)) for _, _, n_right in built]
         inputs, mask = left_pad([b[0] for b in built])
         self.model.lora_scale.value = torch.cat([b[1] for b in built])
         decoding = self.decoding
+        # sampling: the seeded Gumbel-max processor under greedy search, so the batch equals batch 1
+        sampling = {"logits_processor": [self.sampler(seeds)]} if decoding.do_sample and seeds is not None else {}
         try:
             with torch.no_grad():
                 out = self.model.llama.generate(
                     inputs_embeds=inputs, attention_mask=mask, max_new_tokens=max(limits), min_new_tokens=1,
-                    do_sample=decoding.do_sample, temperature=decoding.temperature if decoding.do_sample else None,
-                    top_k=decoding.top_k if decoding.do_sample else None,
-                    top_p=decoding.top_p if decoding.do_sample else None, num_beams=decoding.num_beams,
-                    bad_words_ids=[[UNK]], eos_token_id=EOS, pad_token_id=UNK)
+                    do_sample=False, num_beams=decoding.num_beams, bad_words_ids=[[UNK]], eos_token_id=EOS,
+                    pad_token_id=UNK, **sampling)
         finally:
             self.model.lora_scale.value = None
         generations = []
@@ -192,27 +230,44 @@ class WavLLMAdapter(SpeechLLMAdapter):
 
     def score_choices(self, prompts: Sequence[Prompt]) -> list[list[float]]:
         """log P(choice | audio, prompt): summed log-probabilities of each choice's tokens after the
-        prompt, under the sample's own prompt scale."""
+        prompt, under the sample's own prompt scale.
+
+        The prompt (audio included) is encoded once, reusing what generation built for the same
+        sample; one forward over it gives every single-token choice (Yes/No, emotion words and option
+        letters are single LLaMA tokens) for free, and a longer choice continues from a copy of its
+        key/value cache."""
+        import copy
+
         import torch
 
+        cached = getattr(self, "_prefix_cache", {})
+        missing = [p for p in prompts if p.sample_id not in cached]
+        if missing:
+            self.build_inputs(missing)
+            cached = {**cached, **self._prefix_cache}
         scores = []
-        embed = self.model.llama.model.embed_tokens
+        llama = self.model.llama
         for prompt in prompts:
-            inputs, scale, _ = self.input_embeddings(prompt)
+            inputs, scale = cached[prompt.sample_id]
             self.model.lora_scale.value = scale
             row = []
             try:
                 with torch.no_grad():
+                    prefix = llama(inputs_embeds=inputs, use_cache=True)
+                    first = torch.log_softmax(prefix.logits[0, -1].float(), dim=-1)
                     for choice in prompt.choices:
                         ids = self.tokenizer.encode(choice)
-                        full = torch.cat([inputs, embed(torch.tensor([ids], device=self.device))], dim=1)
-                        logits = self.model.llama(inputs_embeds=full).logits[0].float()
-                        start = inputs.shape[1] - 1
-                        logprobs = torch.log_softmax(logits[start: start + len(ids)], dim=-1)
-                        row.append(float(logprobs[torch.arange(len(ids)), torch.tensor(ids)].sum()))
+                        total = float(first[ids[0]])
+                        if len(ids) > 1:
+                            rest = llama(input_ids=torch.tensor([ids[:-1]], device=self.device),
+                                         past_key_values=copy.deepcopy(prefix.past_key_values), use_cache=True)
+                            logprobs = torch.log_softmax(rest.logits[0].float(), dim=-1)
+                            total += float(logprobs[torch.arange(len(ids) - 1), torch.tensor(ids[1:])].sum())
+                        row.append(total)
             finally:
                 self.model.lora_scale.value = None
             scores.append(row)
+        self._prefix_cache = {}
         return scores
 
     def describe(self) -> Mapping[str, Any]:

@@ -336,3 +336,61 @@ def test_int8_loading_runs_and_stays_close_to_fp32(tiny, adapter, asr_audio):
     assert torch.corrcoef(torch.stack([full.flatten(), small.flatten()]))[0, 1] > 0.99
     [generation] = quantised.generate([Prompt("q", ASR_PROMPT, (), waveforms=(asr_audio[:16000],))], [1])
     assert generation.n_new_tokens > 0
+
+
+@pytest.fixture(scope="module")
+def sampling_adapter(tiny):
+    from wavllm_eval.model_zoo.wavllm import WavLLMAdapter
+
+    return WavLLMAdapter.load(tiny[0], LoadOptions(device="cpu", dtype="float32", max_new_tokens=6))
+
+
+def test_sampling_is_batched_and_equal_to_batch_one(sampling_adapter, asr_audio):
+    prompts = [Prompt(str(i), ASR_PROMPT if i % 2 else "Translate the audio clip into German.", (),
+                      waveforms=(asr_audio[1600 * i: 1600 * i + 8000 + 2000 * i],)) for i in range(8)]
+    seeds = [100 + i for i in range(8)]
+    eight = [g.text for g in sampling_adapter.generate(prompts, seeds)]
+    three = [g.text for k in range(0, 8, 3) for g in sampling_adapter.generate(prompts[k:k + 3], seeds[k:k + 3])]
+    one = [sampling_adapter.generate([p], [s])[0].text for p, s in zip(prompts, seeds, strict=True)]
+    assert eight == three == one
+    other_seeds = [g.text for g in sampling_adapter.generate(prompts, [900 + i for i in range(8)])]
+    assert other_seeds != eight  # the seed matters: it is sampling, not greedy
+    greedy = [g.text for g in WavLLMGreedyAdapter_generate(sampling_adapter, prompts)]
+    assert greedy != eight
+
+
+def WavLLMGreedyAdapter_generate(adapter, prompts):
+    return adapter._generate_batch(prompts)  # no seeds: plain greedy search on the same model
+
+
+def test_shared_prefix_choice_scores_equal_full_forwards(adapter, asr_audio):
+    """Today's shortcut (one prefix pass, cached continuation) against a full forward per choice."""
+    prompt = Prompt("s", "Can you describe the emotional condition of the speaker in the provided audio clip?", (),
+                    choices=("neutral", "happy", "angry", "sad", "a mix of joy and fear"),
+                    waveforms=(asr_audio[:24000],))
+    [fast] = adapter.score_choices([prompt])
+    inputs, scale, _ = adapter.input_embeddings(prompt)
+    embed = adapter.model.llama.model.embed_tokens
+    slow = []
+    adapter.model.lora_scale.value = scale
+    try:
+        with torch.no_grad():
+            for choice in prompt.choices:
+                ids = adapter.tokenizer.encode(choice)
+                full = torch.cat([inputs, embed(torch.tensor([ids]))], dim=1)
+                logits = adapter.model.llama(inputs_embeds=full).logits[0].float()
+                start = inputs.shape[1] - 1
+                logprobs = torch.log_softmax(logits[start: start + len(ids)], dim=-1)
+                slow.append(float(logprobs[torch.arange(len(ids)), torch.tensor(ids)].sum()))
+    finally:
+        adapter.model.lora_scale.value = None
+    assert any(len(adapter.tokenizer.encode(c)) > 1 for c in prompt.choices)  # both paths exercised
+    assert fast == pytest.approx(slow, abs=1e-5)
+
+
+def test_whisper_chunks_of_a_batch_equal_clip_by_clip(adapter, asr_audio):
+    clips = [asr_audio[:16000 * 2], asr_audio[: 16000 * 10], asr_audio[16000: 16000 * 4]]
+    together = adapter.audio_embeddings_batch(clips)
+    alone = [adapter.audio_embeddings_batch([c])[0] for c in clips]
+    for a, b in zip(together, alone, strict=True):
+        assert a.shape == b.shape and (a - b).abs().max().item() < 1e-5

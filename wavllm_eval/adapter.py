@@ -124,22 +124,36 @@ class BaseAdapter:
 
 
 class SpeechLLMAdapter(BaseAdapter):
-    """Base for decoder-LLM adapters: per-sample seeding around a batched `_generate_batch`."""
+    """Base for decoder-LLM adapters: per-sample seeding around a batched `_generate_batch`.
+
+    Sampling adapters that set `batched_sampling = True` take the per-row seeded Gumbel-max sampler
+    (`wavllm_eval.sampling`) into their `generate` call: batched, and equal to batch size 1. Others
+    are generated one prompt at a time under the prompt's own torch seed."""
 
     decoding: DecodingConfig = DecodingConfig()
     default_batch_size = 8
+    batched_sampling: bool = False
 
     def generate(self, prompts: Sequence[Prompt], seeds: Sequence[int]) -> list[Generation]:
         if not self.decoding.do_sample:
             return self._generate_batch(prompts)
+        if self.batched_sampling:
+            return self._generate_batch(prompts, seeds)
         out: list[Generation] = []
         for prompt, seed in zip(prompts, seeds, strict=True):
             self._seed(seed)
             out.extend(self._generate_batch([prompt]))
         return out
 
-    def _generate_batch(self, prompts: Sequence[Prompt]) -> list[Generation]:
+    def _generate_batch(self, prompts: Sequence[Prompt], seeds: Sequence[int] | None = None) -> list[Generation]:
         raise NotImplementedError
+
+    def sampler(self, seeds: Sequence[int], prompt_length: int = 0):
+        """The seeded Gumbel-max logits processor for this adapter's decoding (batched sampling)."""
+        from wavllm_eval.sampling import make_sampler
+
+        d = self.decoding
+        return make_sampler(seeds, d.temperature, d.top_k, d.top_p, prompt_length)
 
     @staticmethod
     def _seed(seed: int) -> None:
@@ -166,6 +180,10 @@ def model_config(adapter_cls: type, model_id: str, path: Path | None, options: L
     decoding = getattr(adapter_cls, "decoding", None)
     if dataclasses.is_dataclass(decoding):
         config["decoding"] = dataclasses.asdict(decoding)
+        if decoding.do_sample and getattr(adapter_cls, "batched_sampling", False):
+            from wavllm_eval.sampling import GUMBEL_VERSION
+
+            config["decoding"]["sampler"] = GUMBEL_VERSION
     return config
 
 
