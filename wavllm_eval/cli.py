@@ -112,6 +112,8 @@ def run(
         optional_task_ids=frozenset(t for t in task_ids if t not in named), judge=judge,
     )
     outcome = evaluate(request)
+    if not outcome.results:  # a data-parallel rank other than 0: rank 0 merges, scores and reports
+        return
     for task_id, why in outcome.skipped_tasks.items():
         console.print(f"skipped {task_id}: {why}", highlight=False, markup=False)
     shown = {t: outcome.results["tasks"][t] for t in outcome.runs}

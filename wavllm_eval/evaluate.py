@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -19,6 +20,7 @@ from typing import Any
 
 from wavllm_eval import __version__
 from wavllm_eval.adapter import ModelAdapter, model_config
+from wavllm_eval.distributed import Shard, ShardStore, merge_shards
 from wavllm_eval.errors import InputError
 from wavllm_eval.registry import make_task, model_class
 from wavllm_eval.runner import Runner, RunOptions, TaskRun, check_unique_ids
@@ -65,23 +67,29 @@ def evaluate(request: EvaluationRequest, adapter: ModelAdapter | None = None) ->
     finished run re-scores from its JSONL without touching the model. `adapter` injects a ready one."""
     started = _now()
     options = request.options
+    shard = Shard.from_env()
     adapter_cls = type(adapter) if adapter is not None else model_class(request.model_id)
     load_options = options.load_options()
     config = {**model_config(adapter_cls, request.model_id, request.model_path, load_options), "seed": options.seed}
     config_hash = _hash_json(config)[:16]
-    store = SampleStore(request.output_dir / request.model_id)
+    run_dir = request.output_dir / request.model_id
+    store: SampleStore = ShardStore(run_dir, shard) if shard.active else SampleStore(run_dir)
     store.check_writable()
+    if shard.active:
+        load_options = dataclasses.replace(load_options, device=shard.device(load_options.device))
     with store.lock():
         previous = store.read_results()
         if not options.resume and previous.get("model", {}).get("config_hash") not in (None, config_hash):
-            log.info("new configuration under --no-resume: clearing %s", store.run_dir)
-            store.reset_all()
+            if shard.is_main:
+                log.info("new configuration under --no-resume: clearing %s", store.run_dir)
+                store.reset_all()
             previous = {}
         _check_same_model(store, previous, config_hash, options.resume)
 
         tasks, paths, samples, skipped = _load_tasks(request)
+        mine = {task.id: shard.select(samples[task.id]) for task in tasks}  # all of them in one process
         probe = Runner(None, store, options)
-        pending = {task.id: len(probe.pending(task, samples[task.id])) if options.resume else len(samples[task.id])
+        pending = {task.id: len(probe.pending(task, mine[task.id])) if options.resume else len(mine[task.id])
                    for task in tasks}
         model_loaded = False
         if any(pending.values()) and adapter is None:
@@ -99,10 +107,20 @@ def evaluate(request: EvaluationRequest, adapter: ModelAdapter | None = None) ->
         runs: dict[str, TaskRun] = {}
         task_entries: dict[str, Any] = dict(previous.get("tasks", {}))
         for task in tasks:
-            log.info("%s: %d samples, %d to run", task.id, len(samples[task.id]), pending[task.id])
+            log.info("%s: %d samples, %d to run%s", task.id, len(samples[task.id]), pending[task.id],
+                     f" on rank {shard.rank} of {shard.world_size}" if shard.active else "")
+            runs[task.id] = runner.run(task, mine[task.id])
+        if shard.active:
+            shard.barrier()  # every rank's shard is complete
+            if not shard.is_main:
+                shard.close()
+                return EvaluationOutcome(store.results_path, {}, model_loaded, runs, skipped)
+            for task in tasks:
+                merge_shards(run_dir, task.id, shard.world_size)
+            store = SampleStore(run_dir)
+        for task in tasks:
             if judge is not None:
                 task.judge = judge
-            runs[task.id] = runner.run(task, samples[task.id])
             scored = score_task(task, store.load(task.id), [s.id for s in samples[task.id]])
             store.write_scores(task.id, scored.rows_json())
             entry = scored.result.to_json()
@@ -127,6 +145,7 @@ def evaluate(request: EvaluationRequest, adapter: ModelAdapter | None = None) ->
                 "data_hashes": {**old_meta.get("data_hashes", {}), **{t.id: data_hash(samples[t.id]) for t in tasks}},
                 "data_paths": {**old_meta.get("data_paths", {}), **{t.id: str(paths[t.id]) for t in tasks}},
                 "seed": options.seed,
+                "world_size": shard.world_size,
                 "options": {"batch_size": options.batch_size or "auto", "batch_audio_s": options.batch_audio_s,
                             "limit": options.limit, "device": options.device, "dtype": options.dtype,
                             "resume": options.resume, "max_new_tokens": options.max_new_tokens,
@@ -138,6 +157,7 @@ def evaluate(request: EvaluationRequest, adapter: ModelAdapter | None = None) ->
             },
         }
         path = store.write_results(results)
+    shard.close()
     return EvaluationOutcome(path, results, model_loaded, runs, skipped)
 
 

@@ -37,6 +37,10 @@ class SampleStore:
     def samples_path(self, task_id: str) -> Path:
         return self.run_dir / SAMPLES_DIR / f"{task_id}.jsonl"
 
+    @property
+    def lock_name(self) -> str:
+        return LOCK_FILE
+
     def scores_path(self, task_id: str) -> Path:
         return self.run_dir / SCORES_DIR / f"{task_id}.json"
 
@@ -107,7 +111,7 @@ class SampleStore:
         import fcntl
 
         self.check_writable()
-        path = self.run_dir / LOCK_FILE
+        path = self.run_dir / self.lock_name
         handle = open(path, "a+", encoding="utf-8")
         try:
             try:
