@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 from wavllm_eval.reports.runs import RunResult
 
-from wavllm_eval.metrics.base import BOOTSTRAP_RESAMPLES, RowMetric, bootstrap_indices
+from wavllm_eval.metrics.base import BOOTSTRAP_RESAMPLES, Resamples, RowMetric
 from wavllm_eval.metrics.bleu import SacreMetric
 
 SACREBLEU_SEED = 12345  # sacreBLEU's default SACREBLEU_SEED for --paired-bs
@@ -80,8 +80,8 @@ def compare_metric(task_id: str, base: RowMetric, cand: RowMetric, n_resamples: 
     cand_rows = _rows_for(cand, common)
     base_value, cand_value = base.reduce(base_rows), cand.reduce(cand_rows)
     observed = cand_value - base_value
-    indices = bootstrap_indices(len(common), n_resamples, seed)
-    deltas = cand.resampled_values(indices, cand_rows) - base.resampled_values(indices, base_rows)
+    resamples = Resamples(len(common), n_resamples, seed)  # the same resamples for both runs
+    deltas = cand.resampled_values(resamples, cand_rows) - base.resampled_values(resamples, base_rows)
     deltas = deltas[~np.isnan(deltas)]
     low, high = _percentiles(deltas)  # the CI of the difference, from our seeded resamples
     if isinstance(base, SacreMetric):

@@ -84,3 +84,17 @@ def test_bootstrap_is_seeded_and_equals_a_naive_loop():
     rows = metric.rows
     naive = [100 * rows[i, 0].sum() / rows[i, 1].sum() for i in bootstrap_indices(len(rows), 200, 7)]
     assert (low, high) == pytest.approx(tuple(np.percentile(naive, [2.5, 97.5])))
+
+
+def test_chunked_resamples_are_the_same_resamples(monkeypatch):
+    import wavllm_eval.metrics.base as base
+
+    monkeypatch.setattr(base, "BOOTSTRAP_CHUNK_BYTES", 8 * 5 * 3)  # 3 resamples per chunk of 5 rows
+    plan = base.Resamples(5, 10, seed=4)
+    assert plan.chunk == 3
+    assert np.array_equal(np.concatenate(list(plan)), bootstrap_indices(5, 10, 4))
+    metric = WordErrorRate(RAW)
+    metric.update(records(PAIRS))
+    rows = metric.rows
+    naive = [100 * rows[i, 0].sum() / rows[i, 1].sum() for i in bootstrap_indices(5, 10, 4)]
+    assert metric.resampled_values(plan) == pytest.approx(naive, abs=1e-12)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -229,3 +230,37 @@ def test_duration_batches_longest_first_within_budget():
     samples = [Sample(str(i), (AudioRef("x"),), "", duration_s=d) for i, d in enumerate([1, 9, 4, 3, 2])]
     batches = duration_batches(samples, batch_size=3, audio_budget_s=8)
     assert [[s.duration_s for s in b] for b in batches] == [[9], [4, 3], [2, 1]]
+
+
+def test_resuming_a_finished_run_reads_its_stored_results(tmp_path, corpus, monkeypatch):
+    from wavllm_eval.task import BaseTask
+
+    first = evaluate(request(tmp_path), adapter=ScriptedAdapter())
+    calls = []
+    original = BaseTask.score
+    monkeypatch.setattr(BaseTask, "score", lambda self, records: calls.append(self.id) or original(self, records))
+    again = ScriptedAdapter()
+    second = evaluate(request(tmp_path), adapter=again)
+    assert again.calls == [] and calls == []  # neither the model nor the scorer ran
+    assert second.results["tasks"] == first.results["tasks"]
+    # a changed sample makes it score again
+    trans = tmp_path / "data/LibriSpeech/test-clean/121/1000/121-1000.trans.txt"
+    trans.write_text(trans.read_text().replace("BIRCH", "BEECH"))
+    evaluate(request(tmp_path), adapter=ScriptedAdapter())
+    assert calls == [TASK]
+
+
+def test_batch_invariance_check_reports_outputs_that_depend_on_the_batch(tmp_path, corpus):
+    class BatchDependent(ScriptedAdapter):
+        def generate(self, prompts, seeds):
+            return [dataclasses.replace(g, text=f"{g.text} batch={len(prompts)}")
+                    for g in super().generate(prompts, seeds)]
+
+    honest = evaluate(request(tmp_path, batch_size=4, check_batch_invariance=3), adapter=ScriptedAdapter())
+    assert honest.results["tasks"][TASK]["batch_invariance"] == {"checked": 3, "n_differing": 0, "differing": []}
+    other = tmp_path / "other"
+    req = EvaluationRequest(task_ids=[TASK], model_id="scripted", output_dir=other, data_dir=tmp_path / "data",
+                            options=RunOptions(show_progress=False, batch_size=8, check_batch_invariance=3))
+    check = evaluate(req, adapter=BatchDependent()).results["tasks"][TASK]["batch_invariance"]
+    assert check["checked"] == 3 and check["n_differing"] == 3
+    assert check["differing"][0]["alone"].endswith("batch=1") and check["differing"][0]["batched"].endswith("batch=5")

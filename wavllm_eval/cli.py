@@ -79,6 +79,8 @@ def run(
     judge: Annotated[str | None, typer.Option("--judge", help="a local Hugging Face causal LM folder used as judge")] = None,
     max_failed: Annotated[float | None, typer.Option(
         "--max-failed", help="exit 3 when a task's failed fraction exceeds this (0..1)")] = None,
+    check_batch_invariance: Annotated[int, typer.Option(
+        "--check-batch-invariance", help="rerun K samples per task at batch size 1 and report outputs that differ")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="print results.json on stdout instead of the table")] = False,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="show progress bars")] = True,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
@@ -102,7 +104,7 @@ def run(
                          f"--model-path must hold {', '.join(adapter_cls.required_files)}")
     options = RunOptions(batch_size=_parse_batch_size(batch_size), batch_audio_s=batch_audio_s, limit=limit,
                          seed=seed, resume=resume, device=device, dtype=dtype, max_new_tokens=max_new_tokens,
-                         show_progress=progress and sys.stderr.isatty())
+                         check_batch_invariance=check_batch_invariance, show_progress=progress and sys.stderr.isatty())
     task_ids = expand_task_ids(tasks, prompt_variants)
     explicit = [t.strip() for t in tasks.split(",") if t.strip() and _is_task_id(t.strip())]
     named = set(expand_task_ids(explicit, prompt_variants)) if explicit else set()
@@ -128,6 +130,10 @@ def run(
                       highlight=False, markup=False)
         if scored == 0 or (max_failed is not None and total and failed / total > max_failed):
             code = EXIT_RUN_INCOMPLETE
+        check = entry.get("batch_invariance")
+        if check:
+            console.print(f"{task_id}: batch invariance: {check['n_differing']} of {check['checked']} outputs differ "
+                          "at batch size 1", highlight=False, markup=False)
     console.print(f"results: {outcome.results_path}", highlight=False)
     if code != EXIT_OK:
         console.print("error: a task scored no sample or failed more than --max-failed (exit 3)", highlight=False,

@@ -23,7 +23,7 @@ from wavllm_eval.adapter import ModelAdapter, model_config
 from wavllm_eval.distributed import Shard, ShardStore, merge_shards
 from wavllm_eval.errors import InputError
 from wavllm_eval.registry import make_task, model_class
-from wavllm_eval.runner import Runner, RunOptions, TaskRun, check_unique_ids
+from wavllm_eval.runner import Runner, RunOptions, TaskRun, batch_invariance, check_unique_ids
 from wavllm_eval.store import SampleStore
 from wavllm_eval.task import ScoredTask, Task
 from wavllm_eval.types import Record, Sample
@@ -92,7 +92,7 @@ def evaluate(request: EvaluationRequest, adapter: ModelAdapter | None = None) ->
         pending = {task.id: len(probe.pending(task, mine[task.id])) if options.resume else len(mine[task.id])
                    for task in tasks}
         model_loaded = False
-        if any(pending.values()) and adapter is None:
+        if (any(pending.values()) or options.check_batch_invariance) and adapter is None:
             missing = adapter_cls.missing_files(request.model_path) if hasattr(adapter_cls, "missing_files") else []
             if missing:
                 raise InputError(request.model_path or "--model-path",
@@ -121,9 +121,15 @@ def evaluate(request: EvaluationRequest, adapter: ModelAdapter | None = None) ->
         for task in tasks:
             if judge is not None:
                 task.judge = judge
+            elif (runs[task.id].records_written == 0 and not options.check_batch_invariance
+                  and _stored_entry_is_current(store, task, previous, samples[task.id])):
+                continue  # a finished task, unchanged: its stored results stand (no re-scoring)
             scored = score_task(task, store.load(task.id), [s.id for s in samples[task.id]])
             store.write_scores(task.id, scored.rows_json())
             entry = scored.result.to_json()
+            if options.check_batch_invariance and adapter is not None:
+                entry["batch_invariance"] = batch_invariance(adapter, task, samples[task.id], store.load(task.id),
+                                                             options.seed, options.check_batch_invariance)
             if runs[task.id].model_calls:
                 entry["throughput"] = runs[task.id].throughput_json(runner.device_name())
             elif "throughput" in task_entries.get(task.id, {}):
@@ -169,6 +175,21 @@ def score_task(task: Task, records: Sequence[Record], sample_ids: Sequence[str])
     if missing:
         raise RuntimeError(f"{task.id}: {len(missing)} samples have no record after the run")
     return task.score([by_id[i] for i in sample_ids])
+
+
+def _stored_entry_is_current(store: SampleStore, task: Task, previous: Mapping[str, Any],
+                             samples: Sequence[Sample]) -> bool:
+    """True when results.json already holds this task scored by the installed scorer over exactly
+    these samples (resuming a finished run then costs no scoring at all)."""
+    entry = previous.get("tasks", {}).get(task.id)
+    if not entry or entry.get("settings", {}).get("scoring_version") != task.scoring_version():
+        return False
+    stored = store.read_scores(task.id)
+    if stored is None or stored.get("scoring_version") != task.scoring_version():
+        return False
+    if previous.get("meta", {}).get("data_hashes", {}).get(task.id) != data_hash(samples):
+        return False
+    return set(stored.get("sample_ids", ())) == {s.id for s in samples}
 
 
 def rescore_run(run_dir: Path) -> dict[str, Any]:

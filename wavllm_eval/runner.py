@@ -52,6 +52,7 @@ class RunOptions:
     device: str = "auto"
     dtype: str = "auto"
     max_new_tokens: int | None = None  # cap on generated tokens (quick looks; tests' tiny models)
+    check_batch_invariance: int = 0  # rerun this many samples per task at batch size 1 and compare
     show_progress: bool = True
 
     def load_options(self) -> LoadOptions:
@@ -349,6 +350,27 @@ def _decode(sample: Sample) -> tuple[np.ndarray, ...] | AudioReadError:
         return tuple(load_audio(ref) for ref in sample.audio)
     except AudioReadError as exc:
         return exc
+
+
+def batch_invariance(adapter: ModelAdapter, task: Task, samples: Sequence[Sample], records: Sequence[Record],
+                     run_seed: int, k: int) -> dict[str, Any]:
+    """Rerun up to `k` scored samples (the first by id) alone, at batch size 1, and report every output
+    that differs from the stored (batched) one: a guard that scores do not depend on batching."""
+    stored = {r.id: r for r in records if r.status == "ok"}
+    chosen = sorted((s for s in samples if s.id in stored), key=lambda s: s.id)[:k]
+    differing = []
+    for sample in chosen:
+        waveforms = _decode(sample) if getattr(adapter, "needs_audio", True) else ()
+        if isinstance(waveforms, AudioReadError):
+            continue
+        prompt = dataclasses.replace(task.build_prompt(sample), waveforms=waveforms)
+        [alone] = adapter.generate([prompt], [sample_seed(run_seed, task.id, sample.id)])
+        if alone.text != stored[sample.id].prediction:
+            differing.append({"id": sample.id, "batched": stored[sample.id].prediction, "alone": alone.text})
+    if differing:
+        log.warning("%s: %d of %d outputs differ between the batched run and batch size 1", task.id,
+                    len(differing), len(chosen))
+    return {"checked": len(chosen), "n_differing": len(differing), "differing": differing}
 
 
 def check_unique_ids(task: Task, samples: Sequence[Sample], source: object = None) -> None:

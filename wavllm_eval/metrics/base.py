@@ -100,21 +100,31 @@ class RowMetric:
             return float("nan")
         return self.reduce(self.rows)
 
-    def resampled_values(self, indices: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
-        """Corpus values for each row of an index matrix (n_resamples, n_rows), over `rows`
-        (default: this metric's own rows; a paired test passes the rows of the shared samples)."""
+    def resampled_values(self, indices: np.ndarray | Resamples, rows: np.ndarray | None = None) -> np.ndarray:
+        """Corpus values for each resample: `indices` is an index matrix (n_resamples, n_rows) or a
+        `Resamples` plan drawn chunk by chunk; over `rows` (default: this metric's own rows; a
+        paired test passes the rows of the shared samples).
+
+        Sum-decomposable metrics never materialise the resampled rows: each resample's totals are its
+        index counts times the rows (bounded memory: 100k-sample BLEU stays well under 1 GiB)."""
         rows = self.rows if rows is None else rows
-        if self.sum_decomposable:
-            totals = rows[indices].sum(axis=1)  # (n_resamples, n_stats)
-            return np.asarray(self.from_totals(totals), dtype=np.float64)
-        return np.array([self.reduce(rows[i]) for i in indices], dtype=np.float64)
+        chunks = [indices] if isinstance(indices, np.ndarray) else indices
+        out: list[np.ndarray] = []
+        for chunk in chunks:
+            if self.sum_decomposable:
+                counts = np.zeros((len(chunk), len(rows)), dtype=np.float64)
+                for i, picks in enumerate(chunk):
+                    counts[i] = np.bincount(picks, minlength=len(rows))
+                out.append(np.asarray(self.from_totals(counts @ rows), dtype=np.float64).reshape(len(chunk)))
+            else:
+                out.append(np.array([self.reduce(rows[i]) for i in chunk], dtype=np.float64))
+        return np.concatenate(out) if out else np.zeros(0)
 
     def bootstrap(self, n: int = BOOTSTRAP_RESAMPLES, seed: int = 1) -> tuple[float, float]:
         """Percentile 95 % CI over samples resampled with replacement (seeded, so reruns agree)."""
         if not self._rows:
             return (float("nan"), float("nan"))
-        indices = bootstrap_indices(len(self._rows), n, seed)
-        values = self.resampled_values(indices)
+        values = self.resampled_values(Resamples(len(self._rows), n, seed))
         values = values[~np.isnan(values)]
         if values.size == 0:
             return (float("nan"), float("nan"))
@@ -122,8 +132,27 @@ class RowMetric:
         return (float(low), float(high))
 
 
+BOOTSTRAP_CHUNK_BYTES = 64 * 2**20
+
+
+class Resamples:
+    """The seeded bootstrap index matrix, drawn in chunks of rows (the same numbers as one
+    `bootstrap_indices` call: numpy's Generator draws them in sequence), so 1000 resamples of 100k
+    samples never sit in memory at once. Iterable any number of times: a paired test applies the
+    very same resamples to both runs."""
+
+    def __init__(self, n_rows: int, n_resamples: int, seed: int) -> None:
+        self.n_rows, self.n_resamples, self.seed = n_rows, n_resamples, seed
+        self.chunk = max(1, BOOTSTRAP_CHUNK_BYTES // (8 * max(n_rows, 1)))
+
+    def __iter__(self):
+        rng = np.random.default_rng(self.seed)
+        for start in range(0, self.n_resamples, self.chunk):
+            yield rng.integers(0, self.n_rows, size=(min(self.chunk, self.n_resamples - start), self.n_rows))
+
+
 def bootstrap_indices(n_rows: int, n_resamples: int, seed: int) -> np.ndarray:
-    """One index matrix, so paired comparisons can reuse exactly the same resamples."""
+    """The whole index matrix at once (small sets and tests); `Resamples` draws the same in chunks."""
     rng = np.random.default_rng(seed)
     return rng.integers(0, n_rows, size=(n_resamples, n_rows))
 
