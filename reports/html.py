@@ -1,8 +1,10 @@
 """The static HTML leaderboard: one self-contained file (inline CSS/JS, plots as embedded PNG).
 
-Sortable table, per-task bar charts with CI whiskers, a heat-map across tasks, the paired
-comparisons, per-sample drill-down of the worst errors, and the reproducibility block. Every piece of
-text from results or model output passes through `html.escape`.
+Sortable table (greyed cells: not on the reference test set, never ranked), per-task bar charts with
+CI whiskers on percent axes (a 0 is a labelled bar, not an empty plot), a heat-map across tasks whose
+colours span the comparable runs only, the paired comparisons with their candidate, each task's
+breakdowns (per session, speaker, ...), per-sample drill-down of the worst errors, and the
+reproducibility block. Every piece of text from results or model output passes through `html.escape`.
 """
 
 from __future__ import annotations
@@ -11,29 +13,39 @@ import base64
 import html
 import io
 import math
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from wavllm_eval.reports.compare import PairedComparison
 from wavllm_eval.reports.runs import RunResult
-from wavllm_eval.reports.tables import wide_table
-from wavllm_eval.reports.writers import compact_text, comparison_frame
+from wavllm_eval.reports.tables import reference_sets, wide_table
+from wavllm_eval.reports.writers import (
+    CELL_LEGEND,
+    COMPARISON_TEXT_COLUMNS,
+    compact_text,
+    comparison_frame,
+    sole_candidate,
+)
 
 WORST_SAMPLES = 10
 
 _STYLE = """
 body{font-family:system-ui,sans-serif;margin:2em;color:#222}table{border-collapse:collapse;margin:1em 0}
-th,td{border:1px solid #ccc;padding:4px 8px;text-align:right}th{background:#f0f0f0;cursor:pointer}
-td:first-child,th:first-child{text-align:left}.best{font-weight:bold;background:#e6f4ea}
-.reported{color:#666;font-style:italic}img{max-width:100%}details{margin:.5em 0}
-.samples td{text-align:left;max-width:40em;word-break:break-word}code{font-size:90%}
+th,td{border:1px solid #ccc;padding:4px 8px;text-align:right;white-space:nowrap}th{background:#f0f0f0;cursor:pointer}
+td:first-child,th:first-child,td.text,th.text{text-align:left;white-space:normal}.scroll{overflow-x:auto}
+.best{font-weight:bold;background:#e6f4ea}.samples th{text-align:left}#leaderboard td,#leaderboard th{white-space:nowrap}
+.offref{color:#555;background:#f6f6f6}.reported{color:#555;font-style:italic}img{max-width:100%}
+details{margin:.5em 0}summary{cursor:pointer}.samples td{text-align:left;max-width:40em;word-break:break-word;white-space:normal}
+.repro th,.repro td{text-align:left;white-space:normal}code{font-size:90%;word-break:break-word}.legend{max-width:60em}
 """
 
 _SORT_SCRIPT = """
-document.querySelectorAll('table.sortable th').forEach(function (th, column) {
+document.querySelectorAll('table.sortable th').forEach(function (th) {
   th.addEventListener('click', function () {
-    var table = th.closest('table'), body = table.tBodies[0];
+    var table = th.closest('table'), body = table.tBodies[0], column = th.cellIndex;
     var rows = Array.prototype.slice.call(body.rows);
     var ascending = th.dataset.order !== 'asc'; th.dataset.order = ascending ? 'asc' : 'desc';
     rows.sort(function (a, b) {
@@ -50,15 +62,18 @@ document.body.dataset.sortable = 'ready';
 
 
 def render_html(runs: Sequence[RunResult], table: pd.DataFrame, comparisons: Sequence[PairedComparison] = (),
-                baseline: str = "", reproducibility: Mapping[str, Any] | None = None, notes: Sequence[str] = ()) -> str:
+                baseline: str = "", reproducibility: Mapping[str, Any] | None = None, notes: Sequence[str] = (),
+                candidates: Sequence[str] = ()) -> str:
+    candidates = candidates or sole_candidate(table, baseline, len(comparisons))
+    references = "; ".join(f"{t}: {s}" for t, s in reference_sets(table).items())
     parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
              "<title>wavllm-eval leaderboard</title>", f"<style>{_STYLE}</style></head><body>",
              "<h1>wavllm-eval leaderboard</h1>",
              *(f'<p class="note"><strong>Note:</strong> {html.escape(note)}</p>' for note in notes),
              _leaderboard(table),
-             "<p>Cells: value ± half-width of the bootstrap 95 % CI. Bold: best comparable measured value. "
-             "† fewer samples scored or another test set than the fullest run. Italic rows: reported by the "
-             "model's paper, not measured. Click a column header to sort.</p>"]
+             f'<p class="legend">Cells: {html.escape(CELL_LEGEND)}. Greyed cells are not ranked. '
+             "Click a column header to sort.</p>",
+             f'<p class="legend">Reference test sets: {html.escape(references)}.</p>' if references else ""]
     charts = _bar_charts(table)
     if charts:
         parts += ["<h2>Per task</h2>", *charts]
@@ -67,35 +82,49 @@ def render_html(runs: Sequence[RunResult], table: pd.DataFrame, comparisons: Seq
         parts += ["<h2>Across tasks</h2>", heatmap]
     if comparisons:
         parts += [f"<h2>Paired comparisons against {html.escape(baseline)}</h2>",
-                  _html_table(comparison_frame(comparisons), sortable=True)]
+                  _html_table(comparison_frame(comparisons, candidates), COMPARISON_TEXT_COLUMNS)]
+    breakdowns = _breakdowns(runs)
+    if breakdowns:
+        parts += ["<h2>Breakdowns</h2>", *breakdowns]
     parts += ["<h2>Worst samples</h2>", *_drilldown(runs)]
     if reproducibility:
         parts.append("<h2>Reproducibility</h2>")
         for label, block in reproducibility.items():
             rows = "".join(f"<tr><th>{html.escape(str(k))}</th><td><code>{html.escape(compact_text(v))}</code></td></tr>"
                            for k, v in block.items())
-            parts.append(f"<details><summary>{html.escape(label)}</summary><table>{rows}</table></details>")
+            parts.append(f'<details><summary>{html.escape(label)}</summary><table class="repro">{rows}</table></details>')
     parts += [f"<script>{_SORT_SCRIPT}</script>", "</body></html>"]
-    return "\n".join(parts) + "\n"
+    return "\n".join(p for p in parts if p) + "\n"
 
 
 def _leaderboard(table: pd.DataFrame) -> str:
     text, best = wide_table(table)
     if text.empty:
         return "<p>No results.</p>"
-    header = "<tr><th>model</th>" + "".join(f"<th>{html.escape(c)}</th>" for c in text.columns) + "</tr>"
+    header = '<tr><th class="text">model</th>' + "".join(f"<th>{html.escape(c)}</th>" for c in text.columns) + "</tr>"
     rows = []
     for label in text.index:
         css = ' class="reported"' if label.endswith("(reported)") else ""
-        cells = "".join(
-            f'<td class="best">{html.escape(v)}</td>' if b else f"<td>{html.escape(v)}</td>"
-            for v, b in zip(text.loc[label], best.loc[label], strict=True))
-        rows.append(f"<tr{css}><td>{html.escape(label)}</td>{cells}</tr>")
-    return f'<table class="sortable" id="leaderboard"><thead>{header}</thead><tbody>{"".join(rows)}</tbody></table>'
+        cells = []
+        for v, b in zip(text.loc[label], best.loc[label], strict=True):
+            cls = "best" if b else ("offref" if "†" in v else "")
+            cells.append(f'<td class="{cls}">{html.escape(v)}</td>' if cls else f"<td>{html.escape(v)}</td>")
+        rows.append(f'<tr{css}><td class="text">{html.escape(label)}</td>{"".join(cells)}</tr>')
+    return (f'<div class="scroll"><table class="sortable" id="leaderboard"><thead>{header}</thead>'
+            f'<tbody>{"".join(rows)}</tbody></table></div>')
 
 
-def _html_table(frame: pd.DataFrame, sortable: bool = False) -> str:
-    return frame.to_html(index=False, escape=True, classes="sortable" if sortable else "", border=0)
+def _html_table(frame: pd.DataFrame, text_columns: Sequence[str] = (), sortable: bool = True) -> str:
+    """A table of strings, escaped; words left-aligned, numbers right-aligned."""
+    def cell(tag: str, column: str, value: Any) -> str:
+        css = ' class="text"' if column in text_columns else ""
+        return f"<{tag}{css}>{html.escape(str(value))}</{tag}>"
+
+    head = "<tr>" + "".join(cell("th", c, c) for c in frame.columns) + "</tr>"
+    body = "".join("<tr>" + "".join(cell("td", c, v) for c, v in zip(frame.columns, row, strict=True)) + "</tr>"
+                   for row in frame.itertuples(index=False))
+    css = ' class="sortable"' if sortable else ""
+    return f"<table{css}><thead>{head}</thead><tbody>{body}</tbody></table>"
 
 
 def _figure_tag(figure, alt: str) -> str:
@@ -117,52 +146,139 @@ def _pyplot():
     return plt
 
 
+def y_limits(metric: str, values: Sequence[float]) -> tuple[float, float]:
+    """Every metric here is on a percent scale: bounded ones (accuracy, EER, BLEU, ...) get 0–100, so
+    two plots read alike and a 0 is a visible floor, not a collapsed axis; an error rate (WER), which
+    can pass 100 and is read near 0, starts at 0 and ends above the largest bar (at least 1)."""
+    top = max([v for v in values if not math.isnan(v)] or [0.0])
+    if re.match(r"^(\w+_)?[wc]er(_|$)", metric):  # wer, wer_raw, transcription_wer; not answer_rate
+        return 0.0, max(1.0, 1.15 * top)
+    return 0.0, max(100.0, 1.05 * top)
+
+
 def _bar_charts(table: pd.DataFrame) -> list[str]:
-    headline = table[table["headline"] & table["value"].notna()]
-    if headline.empty:
+    headline = table[table["headline"]]
+    if headline.empty or headline["value"].isna().all():
         return []
     plt = _pyplot()
     out = []
     for (task, metric), group in headline.groupby(["task", "metric"], sort=False):
-        labels = [m + (" (reported)" if s == "reported" else "") for m, s in zip(group["model"], group["source"], strict=True)]
-        values = group["value"].to_numpy()
+        labels = [m + (" (reported)" if s == "reported" else ("" if ok else " †"))
+                  for m, s, ok in zip(group["model"], group["source"], group["comparable"], strict=True)]
+        values = group["value"].to_numpy(dtype=float)
         lower = (group["value"] - group["ci_low"]).fillna(0).clip(lower=0).to_numpy()
         upper = (group["ci_high"] - group["value"]).fillna(0).clip(lower=0).to_numpy()
         figure, axis = plt.subplots(figsize=(max(4, 1.2 * len(labels)), 3))
-        colours = ["#9e9e9e" if s == "reported" else "#1f77b4" for s in group["source"]]
-        axis.bar(range(len(labels)), values, yerr=[lower, upper], capsize=4, color=colours)
+        colours = ["#9e9e9e" if s == "reported" else ("#1f77b4" if ok else "#9ecae1")
+                   for s, ok in zip(group["source"], group["comparable"], strict=True)]
+        heights = [0.0 if math.isnan(v) else v for v in values]
+        measured = (group["source"] == "measured").to_numpy()
+        bars = axis.bar(range(len(labels)), heights, color=colours)
+        if measured.any():  # whiskers only where a CI exists (a paper's number has none)
+            axis.errorbar(np.flatnonzero(measured), np.asarray(heights)[measured],
+                          yerr=[lower[measured], upper[measured]], fmt="none", ecolor="black", capsize=4)
+        for bar, ok, source in zip(bars, group["comparable"], group["source"], strict=True):
+            if source == "measured" and not ok:
+                bar.set_hatch("//")
+                bar.set_edgecolor("#1f77b4")
+        low, high = y_limits(str(metric), list(values + upper))
+        axis.set_ylim(low, high)
+        for x, (v, failed) in enumerate(zip(values, group["n_failed"], strict=True)):
+            # the number on every bar: a 0 bar has no height, its label is the visible mark
+            note = f"{v:.2f}" if not math.isnan(v) else f"— ({int(failed)} failed)"
+            axis.annotate(note, (x, heights[x] + upper[x]), xytext=(0, 3), textcoords="offset points",
+                          ha="center", va="bottom", fontsize=8)
+            if not math.isnan(v) and v == 0:
+                axis.plot([x - 0.35, x + 0.35], [0, 0], color="#d62728", linewidth=3, solid_capstyle="butt")
         axis.set_xticks(range(len(labels)), labels, rotation=30, ha="right")
-        axis.set_title(f"{task}: {metric}")
+        axis.set_title(f"{task}: {metric}", pad=14)  # room for the value labels above a full bar
         axis.set_ylabel(metric + (" (lower is better)" if not group["higher_is_better"].iloc[0] else ""))
         out.append(_figure_tag(figure, f"{task} {metric} by model with 95% CI"))
     return out
 
 
+def heatmap_grid(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Measured headline values (models × `task · metric`) and their colour scale: per column 0 (worst)
+    .. 1 (best) over the comparable runs only; NaN where a run is not comparable (grey, unscaled)."""
+    measured = table[table["headline"] & (table["source"] == "measured") & table["value"].notna()].copy()
+    if measured.empty:
+        return pd.DataFrame(), pd.DataFrame()
+    measured["column"] = measured["task"] + " · " + measured["metric"]
+    columns = list(dict.fromkeys(measured["column"]))
+    models = list(dict.fromkeys(measured["model"]))
+    grid = measured.pivot_table(index="model", columns="column", values="value", aggfunc="first").reindex(
+        index=models, columns=columns)
+    comparable = measured[measured["comparable"]].pivot_table(
+        index="model", columns="column", values="value", aggfunc="first").reindex(index=models, columns=columns)
+    direction = measured.groupby("column")["higher_is_better"].first()
+    scaled = comparable.copy()
+    for column in columns:
+        values = comparable[column]
+        span = values.max() - values.min()
+        score = (values - values.min()) / span if span else values * 0 + 0.5  # no rival: neutral, not "best"
+        scaled[column] = score if direction[column] else 1 - score
+    return grid, scaled
+
+
 def _heatmap(table: pd.DataFrame) -> str:
-    """Headline scores scaled per column to 0 (worst) .. 1 (best), measured rows only."""
-    measured = table[table["headline"] & (table["source"] == "measured") & table["value"].notna()]
-    if measured.empty or measured["task"].nunique() < 2:
+    grid, scaled = heatmap_grid(table)
+    if grid.empty or len(grid.columns) < 2:
         return ""
     plt = _pyplot()
-    grid = measured.pivot_table(index="model", columns="task", values="value", aggfunc="first")
-    direction = measured.groupby("task")["higher_is_better"].first()
-    scaled = grid.copy()
-    for task in grid.columns:
-        column = grid[task]
-        span = column.max() - column.min()
-        score = (column - column.min()) / span if span else column * 0 + 0.5  # no rival: neutral, not "best"
-        scaled[task] = score if direction[task] else 1 - score
-    figure, axis = plt.subplots(figsize=(1.3 * len(grid.columns) + 2, 0.5 * len(grid.index) + 1.5))
-    image = axis.imshow(scaled.to_numpy(dtype=float), cmap="RdYlGn", vmin=0, vmax=1, aspect="auto")
+    cmap = plt.get_cmap("RdYlGn").with_extremes(bad="#e0e0e0")  # not comparable: grey, outside the scale
+    figure, axis = plt.subplots(figsize=(1.5 * len(grid.columns) + 2.5, 0.55 * len(grid.index) + 1.8))
+    image = axis.imshow(np.ma.masked_invalid(scaled.to_numpy(dtype=float)), cmap=cmap, vmin=0, vmax=1, aspect="auto")
     axis.set_xticks(range(len(grid.columns)), grid.columns, rotation=30, ha="right")
     axis.set_yticks(range(len(grid.index)), grid.index)
     for i in range(len(grid.index)):
         for j in range(len(grid.columns)):
-            value = grid.iat[i, j]
-            if not math.isnan(value):
-                axis.text(j, i, f"{value:.1f}", ha="center", va="center", fontsize=8)
-    figure.colorbar(image, ax=axis, label="relative score (1 = best)")
+            value, score = grid.iat[i, j], scaled.iat[i, j]
+            if math.isnan(value):  # not run (or nothing scored): a blank cell, not a grey "not comparable"
+                axis.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, color="white"))
+                axis.text(j, i, "—", ha="center", va="center", fontsize=9, color="#888888")
+                continue
+            if math.isnan(score):
+                label, colour = f"{value:.2f} †", "#333333"
+            else:
+                red, green, blue, _ = cmap(score)
+                # relative luminance (sRGB weights): dark text on light cells, white on the dark ends
+                label = f"{value:.2f}"
+                colour = "black" if 0.2126 * red + 0.7152 * green + 0.0722 * blue > 0.45 else "white"
+            axis.text(j, i, label, ha="center", va="center", fontsize=10, color=colour, fontweight="bold")
+    figure.colorbar(image, ax=axis, label="relative score (1 = best comparable)")
+    axis.set_title("† grey: not on the reference test set, outside the colour scale", fontsize=8)
     return _figure_tag(figure, "heat-map of headline scores across tasks")
+
+
+def _breakdowns(runs: Sequence[RunResult]) -> list[str]:
+    """Each task's `breakdowns` (per IEMOCAP session, per speaker, ...): value, n and the headline
+    metrics with their CI, one collapsible section per run × task × attribute."""
+    out = []
+    for run in runs:
+        for task_id, entry in run.tasks.items():
+            for attribute, by_value in (entry.get("breakdowns") or {}).items():
+                present = {m for cell in by_value.values() for m in (cell.get("metrics") or {})}
+                metrics = [m for m in run.headlines(task_id) if m in present] or sorted(present)
+                head = ('<tr><th class="text">' + html.escape(str(attribute)) + "</th><th>n</th>"
+                        + "".join(f"<th>{html.escape(m)}</th>" for m in metrics) + "</tr>")
+                rows = []
+                for value, cell in by_value.items():
+                    texts = []
+                    for m in metrics:
+                        v = (cell.get("metrics") or {}).get(m)
+                        ci = (cell.get("ci95") or {}).get(m)
+                        n = int(cell.get("n", 0))
+                        text = "—" if v is None else f"{float(v):.2f}"
+                        if v is not None and ci and None not in ci and n > 1:
+                            text += f" ± {(float(ci[1]) - float(ci[0])) / 2:.2f}"
+                        texts.append(f"<td>{html.escape(text)}</td>")
+                    rows.append(f'<tr><td class="text">{html.escape(str(value))}</td><td>{int(cell.get("n", 0))}</td>'
+                                f'{"".join(texts)}</tr>')
+                out.append(f"<details><summary>{html.escape(run.label)} · {html.escape(task_id)} · by "
+                           f"{html.escape(str(attribute))} ({len(by_value)})</summary>"
+                           f'<table class="sortable breakdown"><thead>{head}</thead><tbody>{"".join(rows)}</tbody>'
+                           "</table></details>")
+    return out
 
 
 def _drilldown(runs: Sequence[RunResult]) -> list[str]:

@@ -61,14 +61,15 @@ def scoring_notes(runs: Sequence[RunResult]) -> list[str]:
     return notes
 
 
-def comparisons_against_first(runs: Sequence[RunResult]) -> list[PairedComparison]:
-    if len(runs) < 2:
-        return []
+def comparisons_against_first(runs: Sequence[RunResult]) -> tuple[list[PairedComparison], list[str]]:
+    """Every later run paired with the first; the second list names each comparison's candidate."""
     comparisons: list[PairedComparison] = []
+    candidates: list[str] = []
     for candidate in runs[1:]:
-        for c in compare_runs(runs[0], candidate):
-            comparisons.append(c)
-    return comparisons
+        found = compare_runs(runs[0], candidate)
+        comparisons += found
+        candidates += [candidate.label] * len(found)
+    return comparisons, candidates
 
 
 def write_report(run_dirs: Sequence[Path], out_dir: Path, formats: Sequence[str] = FORMATS,
@@ -81,14 +82,14 @@ def write_report(run_dirs: Sequence[Path], out_dir: Path, formats: Sequence[str]
     for note in notes:
         log.warning("%s", note)
     table = long_table(runs, include_reported)
-    comparisons = comparisons_against_first(runs)
+    comparisons, candidates = comparisons_against_first(runs)
     baseline = runs[0].label if runs else ""
     repro = reproducibility(runs)
     renderers: Mapping[str, Any] = {
-        "md": lambda: render_markdown(table, comparisons, baseline, repro, notes),
+        "md": lambda: render_markdown(table, comparisons, baseline, repro, notes, candidates),
         "csv": lambda: render_csv(table),
-        "json": lambda: render_json(table, comparisons, repro),
+        "json": lambda: render_json(table, comparisons, repro, candidates),
         "latex": lambda: render_latex(table),
-        "html": lambda: render_html(runs, table, comparisons, baseline, repro, notes),
+        "html": lambda: render_html(runs, table, comparisons, baseline, repro, notes, candidates),
     }
     return [write_text(Path(out_dir) / FILE_NAMES[f], renderers[f]()) for f in formats]

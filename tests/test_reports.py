@@ -54,21 +54,26 @@ def two_runs(tmp_path):
 EXPECTED_MARKDOWN = """\
 # wavllm-eval leaderboard
 
-| model | librispeech-test-clean · wer |
-|---|---|
-| good | **0.00 ± 0.00** |
-| noisy | 16.67 ± 25.00 (1 failed) † |
+| model | librispeech-test-clean · wer ↓ |
+|:---|---:|
+| good | 0.00 ± 0.00 † n=4 |
+| noisy | 16.67 ± 25.00 (1 failed) † n=4 |
 | wavllm (reported) | 2.00 |
-| salmonn (reported) | 2.10 |
+| salmonn-13b (reported) | 2.10 |
 | qwen-audio (reported) | 2.00 |
 | qwen2-audio (reported) | 1.60 |
+| qwen2.5-omni (reported) | 1.80 |
 
-Cells: value ± half-width of the bootstrap 95 % CI; **bold**: best comparable measured value; † fewer samples scored or another test set than the fullest run (not comparable); (reported): the model's paper, not measured here.
+Cells: value ± half-width of the bootstrap 95 % CI (no ± from one sample); (N failed): samples that produced no answer; (X % unparsed): closed-set answers no option could be read from, scored wrong; bold: best comparable measured value; † n=N: another or smaller test set than the reference, not ranked; † alone: fewer samples scored or other data than the fullest run, not ranked; (reported): the model's paper, not measured here.
+
+Reference test sets: librispeech-test-clean: 2620 samples (the paper's split).
 """
 
+# Four utterances are not LibriSpeech test-clean's 2620: both runs are off the paper's split, marked
+# `n=4`, never ranked, and their difference to the paper's number is left empty.
 EXPECTED_CSV_HEAD = """\
-model,source,task,metric,headline,value,ci_low,ci_high,higher_is_better,n_total,n_scored,n_failed,n_skipped,comparable,reported_value,delta_vs_reported,reference,data_hash
-good,measured,librispeech-test-clean,wer,True,0,0,0,False,4,4,0,0,True,,,,dddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddd
+model,source,task,metric,headline,value,ci_low,ci_high,higher_is_better,n_total,n_scored,n_failed,n_skipped,unparsed_rate,reference_n,on_reference,comparable,reported_value,delta_vs_reported,reference,data_hash
+good,measured,librispeech-test-clean,wer,True,0,0,0,False,4,4,0,0,,2620,False,False,,,,dddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddd
 """
 
 
@@ -85,11 +90,13 @@ def noisy_ci_half_width() -> str:
 
 def test_markdown_and_csv_byte_for_byte(two_runs):
     table = long_table(load_runs(list(two_runs)))
-    assert noisy_ci_half_width() == "25.00"  # the literal in EXPECTED_MARKDOWN, derived independently
+    assert noisy_ci_half_width() == "25.00"  # the literals in EXPECTED_MARKDOWN, derived independently:
+    assert f"{100 * (1 + 0 + 1) / (6 + 4 + 2):.2f}" == "16.67"  # noisy: 2 edits over 12 reference words
+    assert len(REFERENCES) == 4  # n=4 in both cells
     assert render_markdown(table) == EXPECTED_MARKDOWN
     csv = render_csv(table)
     assert csv.startswith(EXPECTED_CSV_HEAD)
-    assert csv.count("\n") == 1 + 6 + 4  # header, 2 runs x 3 metrics, 4 reported rows
+    assert csv.count("\n") == 1 + 6 + 5  # header, 2 runs x 3 metrics, 5 reported rows
 
 
 def test_json_is_long_format_with_comparisons(two_runs, tmp_path):
@@ -99,6 +106,7 @@ def test_json_is_long_format_with_comparisons(two_runs, tmp_path):
     assert ("noisy", TASK, "wer_raw") in keys and ("qwen2-audio", TASK, "wer") in keys
     [comparison] = payload["comparisons"]
     assert comparison["n_paired"] == 3 and comparison["delta"] == pytest.approx(100 * 2 / 12)
+    assert comparison["candidate_run"] == "noisy"  # the one run besides the baseline
     assert set(payload["reproducibility"]) == {"good", "noisy"}
 
 
@@ -118,7 +126,9 @@ def test_untrusted_text_is_escaped(tmp_path):
 def test_latex_is_booktabs_and_compiles_where_tex_exists(two_runs, tmp_path):
     latex = render_latex(long_table(load_runs(list(two_runs))))
     assert "\\toprule" in latex and "\\midrule" in latex and "\\bottomrule" in latex
-    assert "\\textbf{0.00 $\\pm$ 0.00}" in latex
+    assert "\\begin{table}" in latex and "\\end{table}" in latex and "\\usepackage{booktabs}" in latex
+    assert "good & 0.00 $\\pm$ 0.00 $\\dagger$ n=4 \\\\" in latex  # off the paper's split: marked, not bold
+    assert "\\textbf" not in latex
     engine = shutil.which("pdflatex")
     kpsewhich = shutil.which("kpsewhich")
     has_booktabs = bool(kpsewhich) and subprocess.run([kpsewhich, "booktabs.sty"], capture_output=True,
@@ -147,7 +157,7 @@ def test_html_renders_in_chromium_without_console_errors(two_runs, tmp_path):
     assert 'data-sortable="ready"' in dom.stdout  # the inline script ran to its end
     console = [line for line in dom.stderr.splitlines() if re.search(r"CONSOLE|Uncaught", line)]
     assert console == []
-    shot = artefacts / "leaderboard.png"
+    shot = artefacts / "leaderboard-two-runs.png"
     subprocess.run([*flags, "--window-size=1200,1400", f"--screenshot={shot}", page.as_uri()],
                    capture_output=True, timeout=120, check=True)
     assert shot.stat().st_size > 10_000
@@ -159,3 +169,13 @@ def test_report_command(two_runs, tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["leaderboard.csv", "leaderboard.md"]
     assert main(["report", str(two_runs[0]), "--output-dir", str(out), "--format", "pdf"]) == 2
     assert main(["report", str(tmp_path / "nothing"), "--output-dir", str(out)]) == 2
+
+
+def test_control_characters_cannot_break_a_markdown_row(tmp_path):
+    run = make_run(tmp_path / "out", "model\rwith\ncontrol\x1bchars", ["line one\r\nline two", "a quick brown fox",
+                                                                          "hello world", "one"])
+    [path] = write_report([run], tmp_path / "report", ["md"])
+    table_rows = [line for line in path.read_text().splitlines() if line.startswith("| model")]
+    assert any("model with control chars" in row for row in table_rows)
+    assert "\r" not in path.read_text() and "\x1b" not in path.read_text()
+    assert escape_markdown("a\rb\nc\x00d") == "a b c d"
