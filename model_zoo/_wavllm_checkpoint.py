@@ -15,6 +15,7 @@ import torch
 from wavllm_eval.model_zoo._wavllm_modeling import WavLLMModel, meta_to_hf_rows
 
 from wavllm_eval.errors import InputError
+from wavllm_eval.safe_load import load_state_dict
 
 LLAMA = "gpt_model.model_llama."
 _STREAMS = {"audio_encoder.": ("whisper.", "whisper_head."), "wavlm_encoder.": ("wavlm.", "wavlm_head.")}
@@ -28,16 +29,15 @@ _LLAMA_TOP = {"tok_embeddings.weight": "llama.model.embed_tokens.weight", "norm.
 _LEGACY_WEIGHT_NORM = {"weight_g": "parametrizations.weight.original0", "weight_v": "parametrizations.weight.original1"}
 
 
-def read_official(path: Path) -> dict[str, torch.Tensor]:
+def read_official(path: Path, trusted: bool = False) -> dict[str, torch.Tensor]:
     """The state dict of a fairseq checkpoint (`{"model": ..., "cfg": ...}`) or of a bare state dict.
-    Unpickling runs code: load only checkpoints you trust."""
-    try:
-        state = torch.load(str(path), map_location="cpu", weights_only=False)
-    except FileNotFoundError as exc:
-        raise InputError(path, "checkpoint not found", "download final.pt (HF v-sjhu/WavLLM) into --model-path") from exc
-    state = state.get("model", state) if isinstance(state, Mapping) else state
-    if not isinstance(state, Mapping):
-        raise InputError(path, "not a state dict", "pass the released final.pt")
+
+    Unpickled by `wavllm_eval.safe_load` (torch's weights-only unpickler plus the fairseq config
+    allow-list): a file that needs anything else is refused, naming it. `trusted=True` (only for a
+    file the user vouches for, as `convert --trust-pickle`) unpickles it fully."""
+    if not Path(path).exists():
+        raise InputError(path, "checkpoint not found", "download final.pt (HF v-sjhu/WavLLM) into --model-path")
+    state = load_state_dict(path, trusted=trusted)
     return {k.replace("_checkpoint_wrapped_module.", ""): v for k, v in state.items()}
 
 
@@ -108,7 +108,7 @@ def convert_state_dict(official: Mapping[str, torch.Tensor], model: WavLLMModel)
     return converted
 
 
-def load_weights(model: WavLLMModel, weights: Path) -> None:
+def load_weights(model: WavLLMModel, weights: Path, trusted: bool = False) -> None:
     """Load `final.pt` (official layout) or `model.safetensors` (converted, model keys), strictly."""
     if weights.suffix == ".safetensors":
         from safetensors.torch import load_file
@@ -119,10 +119,10 @@ def load_weights(model: WavLLMModel, weights: Path) -> None:
             raise InputError(weights, f"missing {result.missing_keys[:5]}, unexpected {result.unexpected_keys[:5]}",
                              "re-run `wavllm-eval convert` for this model folder")
         return
-    model.load_state_dict(convert_state_dict(read_official(weights), model), strict=True, assign=True)
+    model.load_state_dict(convert_state_dict(read_official(weights, trusted=trusted), model), strict=True, assign=True)
 
 
-def convert_checkpoint(source: Path, destination: Path) -> Path:
+def convert_checkpoint(source: Path, destination: Path, trusted: bool = False) -> Path:
     """Write a folder that loads without the conversion: `model.safetensors` in this implementation's
     key names and layout (RoPE-permuted, LoRA transposed), beside the tokenizer and configs."""
     import shutil
@@ -132,7 +132,7 @@ def convert_checkpoint(source: Path, destination: Path) -> Path:
 
     source, destination = Path(source), Path(destination)
     model = build_model(source, empty=True)
-    load_weights(model, source / "final.pt")
+    load_weights(model, source / "final.pt", trusted=trusted)
     destination.mkdir(parents=True, exist_ok=True)
     for item in ("tokenizer.model", "wavllm.json", "whisper", "wavlm", "llama"):
         if (source / item).is_dir():

@@ -48,6 +48,10 @@ def load_audio(ref: AudioRef, sample_rate_hz: int = SAMPLE_RATE_HZ) -> np.ndarra
         raise AudioReadError(f"cannot decode audio {path}: {_reason(exc)}") from exc
     if data.shape[0] == 0:
         raise AudioReadError(f"audio is empty: {path}")
+    if not np.isfinite(data).all():
+        # Float WAVs can hold NaN/inf; one such sample turns every log-mel frame and logit into NaN.
+        bad = int(np.count_nonzero(~np.isfinite(data)))
+        raise AudioReadError(f"audio holds {bad} NaN or infinite samples: {path}")
     mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
     if native_rate != sample_rate_hz:
         mono = soxr.resample(mono, native_rate, sample_rate_hz, quality="HQ")
