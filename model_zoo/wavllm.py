@@ -82,11 +82,12 @@ class WavLLMAdapter(SpeechLLMAdapter):
 
     # --- loading ----------------------------------------------------------------------------------
     @classmethod
-    def convert(cls, source: Path, destination: Path) -> Path:
-        """The released final.pt -> a model.safetensors folder in this implementation's key layout."""
+    def convert(cls, source: Path, destination: Path, trusted: bool = False) -> Path:
+        """The released final.pt -> a model.safetensors folder in this implementation's key layout.
+        `trusted`: unpickle final.pt fully (only a file the user vouches for)."""
         from wavllm_eval.model_zoo._wavllm_checkpoint import convert_checkpoint
 
-        return convert_checkpoint(source, destination)
+        return convert_checkpoint(source, destination, trusted=trusted)
 
     @classmethod
     def load(cls, path: Path | None, options: LoadOptions = LoadOptions()) -> WavLLMAdapter:

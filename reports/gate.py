@@ -20,17 +20,16 @@ from pathlib import Path
 
 from wavllm_eval.reports.compare import PairedComparison, compare_runs
 from wavllm_eval.reports.runs import RunResult
+from wavllm_eval.reports.thresholds import DEFAULT_ALPHA, DEFAULT_MAX_REGRESSION, DEFAULT_THRESHOLD  # noqa: E402
 
 from wavllm_eval.errors import InputError
-
-DEFAULT_MAX_REGRESSION = {"wer": 0.5, "bleu": 1.0, "accuracy": 1.0, "wa": 1.0, "ua": 1.0, "eer": 1.0, "ifr": 1.0}
 
 
 @dataclass(frozen=True)
 class GateConfig:
     max_regression: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_MAX_REGRESSION))
-    default: float = 1.0
-    alpha: float = 0.05
+    default: float = DEFAULT_THRESHOLD
+    alpha: float = DEFAULT_ALPHA
 
     def threshold(self, metric: str) -> float:
         return self.max_regression.get(metric, self.default)

@@ -274,7 +274,7 @@ def build(
 
 
 def _gate_help() -> str:
-    from wavllm_eval.reports.gate import DEFAULT_MAX_REGRESSION
+    from wavllm_eval.reports.thresholds import DEFAULT_MAX_REGRESSION
 
     defaults = ", ".join(f"{k}={v:g}" for k, v in DEFAULT_MAX_REGRESSION.items())
     return ("Exit 1 when a headline metric (every one of a task's headlines) regresses beyond its threshold and "
@@ -329,8 +329,13 @@ def convert(
     model: Annotated[str, typer.Option("--model", help="model id whose released checkpoint to convert")],
     model_path: Annotated[Path, typer.Option("--model-path", help="folder with the released checkpoint")],
     output_dir: Annotated[Path, typer.Option("--output-dir", help="the converted folder to write")],
+    trust_pickle: Annotated[bool, typer.Option(
+        "--trust-pickle", help="unpickle the checkpoint fully, code and all: only for a file you trust")] = False,
 ) -> None:
-    """Convert a released checkpoint once (e.g. WavLLM final.pt -> model.safetensors) so runs load it directly."""
+    """Convert a released checkpoint once (e.g. WavLLM final.pt -> model.safetensors) so runs load it directly.
+
+    Checkpoints are read with a weights-only unpickler and an allow-list; one that needs anything else
+    is refused unless --trust-pickle says the file is trusted (convert once, then run from safetensors)."""
     from wavllm_eval.adapter import convert_method
     from wavllm_eval.registry import model_class, model_entries
 
@@ -339,7 +344,12 @@ def convert(
         with_converter = [m for m, e in model_entries().items() if convert_method(e.cls) is not None]
         raise InputError("--model", f"{model!r} loads its released files directly; there is nothing to convert",
                          f"models with a converter: {', '.join(with_converter) or 'none'}")
-    stdout.print(str(converter(model_path, output_dir)), highlight=False)
+    import inspect
+
+    kwargs = {"trusted": True} if trust_pickle else {}
+    if trust_pickle and "trusted" not in inspect.signature(converter).parameters:
+        raise InputError("--trust-pickle", f"the {model} converter reads no pickle", "drop --trust-pickle")
+    stdout.print(str(converter(model_path, output_dir, **kwargs)), highlight=False)
 
 
 def _parse_batch_size(value: str) -> int | None:

@@ -65,8 +65,8 @@ def read_manifest(path: Path, audio_root: Path | None = None) -> list[ManifestRo
                              "a WavLLM manifest has the columns id, audio, n_frames, prompt, tgt_text, with_speech")
         rows: list[ManifestRow] = []
         for line_number, raw in enumerate(reader, start=2):
-            if None in raw or any(raw.get(c) is None for c in REQUIRED_COLUMNS):
-                found = sum(v is not None for k, v in raw.items() if k is not None) + len(raw.get(None) or [])
+            found = sum(v is not None for k, v in raw.items() if k is not None) + len(raw.get(None) or [])
+            if found != len(header):  # a short row would silently default its missing fields
                 raise InputError(f"{path}:{line_number}", f"expected {len(header)} tab-separated fields, found {found}",
                                  "fix the row or re-export the manifest")
             known = {"id", "audio", "n_frames", "prompt", "tgt_text", "with_speech"}
