@@ -30,6 +30,7 @@ class GateConfig:
     max_regression: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_MAX_REGRESSION))
     default: float = DEFAULT_THRESHOLD
     alpha: float = DEFAULT_ALPHA
+    variants: str = "each"  # "mean": a task run under prompt variants is gated on the mean across them
 
     def threshold(self, metric: str) -> float:
         return self.max_regression.get(metric, self.default)
@@ -53,6 +54,11 @@ class GateConfig:
         if overrides:
             config = cls({**config.max_regression, **overrides}, config.default, config.alpha)
         return config
+
+    def with_variants(self, mode: str) -> GateConfig:
+        if mode not in ("each", "mean"):
+            raise InputError("--variants", f"unknown mode {mode!r}", "use --variants each or --variants mean")
+        return GateConfig(self.max_regression, self.default, self.alpha, mode)
 
 
 @dataclass(frozen=True)
@@ -92,7 +98,21 @@ def run_gate(baseline: RunResult, candidate: RunResult, config: GateConfig) -> G
     checks: list[GateCheck] = []
     comparisons = {(c.task, c.metric): c for c in compare_runs(baseline, candidate)
                    if c.task in candidate.tasks}
+    variant_tasks = set()
+    if config.variants == "mean":
+        from wavllm_eval.reports.robustness import compare_variant_mean, variant_groups
+
+        for base, task_ids in variant_groups(baseline).items():
+            variant_tasks.update(task_ids)
+            for metric in baseline.headlines(task_ids[0]):
+                comparison = compare_variant_mean(baseline, candidate, base, metric)
+                if comparison is None:
+                    checks.append(GateCheck(base, metric, "fail", "candidate lacks the prompt variants to average"))
+                else:
+                    checks.append(_verdict(comparison, config, [f"mean over {len(task_ids)} instructions"]))
     for task_id, base_entry in baseline.tasks.items():
+        if task_id in variant_tasks:
+            continue
         headlines = baseline.headlines(task_id)
         cand_entry = candidate.tasks.get(task_id)
         if cand_entry is None:

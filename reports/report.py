@@ -10,6 +10,7 @@ from typing import Any
 
 from wavllm_eval.reports.compare import PairedComparison, compare_runs
 from wavllm_eval.reports.html import render_html
+from wavllm_eval.reports.robustness import VariantSpread, variant_spreads
 from wavllm_eval.reports.runs import RunResult, load_runs
 from wavllm_eval.reports.tables import long_table
 from wavllm_eval.reports.writers import render_csv, render_json, render_latex, render_markdown, write_text
@@ -79,6 +80,7 @@ def write_report(run_dirs: Sequence[Path], out_dir: Path, formats: Sequence[str]
         raise InputError("--format", f"unknown format(s) {', '.join(unknown)}", f"choose from {','.join(FORMATS)}")
     runs = load_runs(run_dirs)
     notes = scoring_notes(runs)
+    spreads = variant_spreads(runs)
     for note in notes:
         log.warning("%s", note)
     table = long_table(runs, include_reported)
@@ -86,10 +88,55 @@ def write_report(run_dirs: Sequence[Path], out_dir: Path, formats: Sequence[str]
     baseline = runs[0].label if runs else ""
     repro = reproducibility(runs)
     renderers: Mapping[str, Any] = {
-        "md": lambda: render_markdown(table, comparisons, baseline, repro, notes, candidates),
+        "md": lambda: render_markdown(table, comparisons, baseline, repro, notes, candidates) + render_spreads_markdown(spreads),
         "csv": lambda: render_csv(table),
-        "json": lambda: render_json(table, comparisons, repro, candidates),
+        "json": lambda: with_spreads_json(render_json(table, comparisons, repro, candidates), spreads),
         "latex": lambda: render_latex(table),
-        "html": lambda: render_html(runs, table, comparisons, baseline, repro, notes, candidates),
+        "html": lambda: insert_spreads_html(render_html(runs, table, comparisons, baseline, repro, notes, candidates), spreads),
     }
     return [write_text(Path(out_dir) / FILE_NAMES[f], renderers[f]()) for f in formats]
+
+
+SPREAD_COLUMNS = ("model", "task", "metric", "default", "mean", "std", "worst", "variants")
+
+
+def _spread_cells(spread: VariantSpread) -> list[str]:
+    number = lambda v: "—" if v != v else f"{v:.2f}"  # noqa: E731
+    return [spread.model, spread.task, spread.metric, number(spread.default), number(spread.mean),
+            number(spread.std), number(spread.worst), str(spread.n_variants)]
+
+
+def render_spreads_markdown(spreads: Sequence[VariantSpread]) -> str:
+    """The prompt-robustness section of the Markdown report (empty when no task ran under variants)."""
+    if not spreads:
+        return ""
+    from wavllm_eval.reports.writers import escape_markdown
+
+    lines = ["", "## Prompt robustness", "",
+             "Each task under its shipped instruction variants (`task@pK`): the default-prompt score beside the "
+             "mean, the sample standard deviation and the worst case across the variants.", "",
+             "| " + " | ".join(SPREAD_COLUMNS) + " |", "|" + "|".join(["---"] * len(SPREAD_COLUMNS)) + "|"]
+    lines += ["| " + " | ".join(escape_markdown(c) for c in _spread_cells(s)) + " |" for s in spreads]
+    return "\n".join(lines) + "\n"
+
+
+def with_spreads_json(text: str, spreads: Sequence[VariantSpread]) -> str:
+    import json
+
+    payload = json.loads(text)
+    payload["prompt_robustness"] = [s.to_json() for s in spreads]
+    return json.dumps(payload, ensure_ascii=False, indent=2, default=str) + "\n"
+
+
+def insert_spreads_html(page: str, spreads: Sequence[VariantSpread]) -> str:
+    if not spreads:
+        return page
+    import html
+
+    head = "".join(f"<th>{c}</th>" for c in SPREAD_COLUMNS)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in _spread_cells(s)) + "</tr>" for s in spreads)
+    section = (f"<h2>Prompt robustness</h2><p>Default-prompt score beside the mean, standard deviation and worst case "
+               f"across each task's instruction variants.</p><table><thead><tr>{head}</tr></thead><tbody>{body}"
+               "</tbody></table>")
+    marker = "<h2>Worst samples</h2>"
+    return page.replace(marker, section + marker, 1) if marker in page else page.replace("</body>", section + "</body>")

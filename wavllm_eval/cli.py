@@ -290,6 +290,8 @@ def gate(
     max_regression: Annotated[list[str] | None, typer.Option(
         "--max-regression", help="METRIC=POINTS, e.g. wer=0.3 (repeatable; overrides --config)")] = None,
     config: Annotated[Path | None, typer.Option("--config", help="a wavllm-gate.toml with thresholds")] = None,
+    variants: Annotated[str, typer.Option(
+        "--variants", help="each: gate every prompt variant; mean: gate a task's mean across its variants")] = "each",
 ) -> None:
     from rich.table import Table
 
@@ -305,7 +307,8 @@ def gate(
             sep = ""
         if not sep:
             raise InputError("--max-regression", f"expected METRIC=POINTS, got {item!r}", "e.g. --max-regression wer=0.3")
-    outcome = run_gate(load_run(baseline), load_run(candidate), GateConfig.from_file(config, overrides))
+    outcome = run_gate(load_run(baseline), load_run(candidate),
+                       GateConfig.from_file(config, overrides).with_variants(variants))
     table = Table(title=escape(f"gate: {candidate} vs {baseline}"), title_justify="left")
     for column in ("task", "metric", "n", "baseline", "candidate", "Δ", "p", "threshold", "verdict", "reason"):
         table.add_column(column, justify="left" if column in ("task", "metric", "verdict", "reason") else "right")
