@@ -42,6 +42,8 @@ class PairedComparison:
     test: str = "paired bootstrap"
     n_baseline: int = 0  # samples each run scored (the pairing uses the shared ones)
     n_candidate: int = 0
+    detectable: float = float("nan")  # the smallest |Δ| the bootstrap would call significant here
+    n_differing: int | None = None  # matched pairs: utterances whose error counts differ
 
     @property
     def p_value(self) -> float:
@@ -91,10 +93,31 @@ def compare_metric(task_id: str, base: RowMetric, cand: RowMetric, n_resamples: 
         p_bootstrap = koehn_p_value(deltas, observed)
         test = "paired bootstrap (Koehn 2004, sacreBLEU's formulation)"
     matched = _matched_pairs(base, base_rows, cand_rows)
+    n_differing = None
     if matched is not None:
         test = "Wilcoxon signed-rank on per-utterance errors"
+        n_differing = int(np.count_nonzero(cand_rows[:, 0] - base_rows[:, 0]))
     return PairedComparison(task_id, base.name, base.higher_is_better, base_value, cand_value, observed, (low, high),
-                            p_bootstrap, matched, len(common), test, len(base.ids), len(cand.ids))
+                            p_bootstrap, matched, len(common), test, len(base.ids), len(cand.ids),
+                            detectable_difference(deltas), n_differing)
+
+
+def detectable_difference(deltas: np.ndarray, alpha: float = SIGNIFICANCE_LEVEL) -> float:
+    """The |Δ| above which the paired bootstrap's p falls below `alpha` on these resamples: the
+    (1 − alpha) quantile of the centred resampled |Δ| (see `koehn_p_value`)."""
+    if deltas.size == 0:
+        return float("nan")
+    absolute = np.abs(deltas)
+    return float(np.quantile(absolute - absolute.mean(), 1 - alpha))
+
+
+def wilcoxon_min_nonzero(alpha: float = SIGNIFICANCE_LEVEL) -> int:
+    """The fewest non-zero differences with which the exact two-sided signed-rank test can reach p < alpha
+    (its smallest p with k differences is 2 / 2**k)."""
+    k = 1
+    while 2 / 2**k >= alpha:
+        k += 1
+    return k
 
 
 def koehn_p_value(deltas: np.ndarray, observed: float) -> float:

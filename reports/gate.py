@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from wavllm_eval.reports.compare import PairedComparison, compare_runs
+from wavllm_eval.reports.compare import PairedComparison, compare_runs, wilcoxon_min_nonzero
 from wavllm_eval.reports.runs import RunResult
 from wavllm_eval.reports.thresholds import DEFAULT_ALPHA, DEFAULT_MAX_REGRESSION, DEFAULT_THRESHOLD  # noqa: E402
 
@@ -71,14 +71,6 @@ class GateCheck:
     threshold: float = 0.0
     notes: tuple[str, ...] = ()
 
-    @property
-    def detectable(self) -> float | None:
-        """The smallest difference the paired test could call significant at this n, roughly: the
-        half-width of the bootstrap CI of the difference."""
-        c = self.comparison
-        if c is None or c.ci95[0] != c.ci95[0]:
-            return None
-        return (c.ci95[1] - c.ci95[0]) / 2
 
 
 @dataclass(frozen=True)
@@ -150,9 +142,13 @@ def _verdict(comparison: PairedComparison, config: GateConfig, notes: list[str])
     notes = list(notes)
     if comparison.n_paired < MIN_GATE_SAMPLES:
         notes.append(f"only {comparison.n_paired} paired samples: too few to gate on reliably")
-    check = GateCheck(comparison.task, comparison.metric, "pass", "", comparison, threshold)
-    if check.detectable is not None:
-        notes.append(f"smallest detectable difference at n = {comparison.n_paired}: about {check.detectable:.2f}")
+    if comparison.n_differing is not None:
+        needed = wilcoxon_min_nonzero(config.alpha)
+        if comparison.n_differing < needed:
+            notes.append(f"only {comparison.n_differing} utterances' errors differ: the matched-pairs test cannot reach "
+                         f"p < {config.alpha:g} with fewer than {needed}, whatever the size of the difference")
+    elif comparison.detectable == comparison.detectable:
+        notes.append(f"smallest detectable difference at n = {comparison.n_paired}: about {comparison.detectable:.2f}")
     if worse_by > threshold and significant:
         verdict, reason = "fail", f"worse by {worse_by:.2f} > {threshold:g}, p = {p_value:.4f}"
     elif worse_by > threshold:

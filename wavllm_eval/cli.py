@@ -322,7 +322,7 @@ def gate(
     stdout.print(table)
     for check in outcome.checks:
         for note in check.notes:
-            console.print(f"note: {check.task} · {check.metric}: {note}", highlight=False, markup=False)
+            console.print(f"note: {check.task} · {check.metric}: {note}", highlight=False, markup=False, soft_wrap=True)
     if not outcome.passed:
         raise typer.Exit(EXIT_GATE_FAILED)
 
