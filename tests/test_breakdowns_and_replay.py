@@ -10,11 +10,8 @@ import pytest
 
 from tests.librispeech_tree import SENTENCES, build_tree
 from tests.run_builder import write_run
-from tests.scripted_adapter import ScriptedAdapter
 from wavllm_eval.cli import main
-from wavllm_eval.evaluate import EvaluationRequest, evaluate
 from wavllm_eval.registry import make_task
-from wavllm_eval.runner import RunOptions
 from wavllm_eval.types import Record
 
 TASK = "librispeech-test-clean"
