@@ -109,7 +109,7 @@ class WavLLMAdapter(SpeechLLMAdapter):
         if int8 and device != "cpu":
             raise InputError("--dtype int8", "8-bit weights are implemented for the CPU only (dynamic int8)",
                              "use --device cpu, or bfloat16/float16 on the GPU")
-        model = build_model(path, empty=True)
+        model = build_model(path, empty=True, attention=options.attention("eager"))
         from wavllm_eval.model_zoo._wavllm_checkpoint import load_weights
 
         weights = path / "model.safetensors" if (path / "model.safetensors").is_file() else path / "final.pt"
@@ -278,6 +278,7 @@ class WavLLMAdapter(SpeechLLMAdapter):
         info: dict[str, Any] = {"id": self.id, "path": str(self.path), "parameters": n_params,
                                 "dtype": "int8-dynamic" if self.quantised else str(self.dtype).replace("torch.", ""),
                                 "device": self.device, "rms_norm_eps": RELEASED_RMS_NORM_EPS,
+                                "attention": self.model.llama.config._attn_implementation,
                                 "rms_norm_eps_in_config": getattr(self.model, "config_rms_norm_eps", None),
                                 "max_new_tokens_cap": self.options.max_new_tokens,
                                 "long_audio_policy": f"skip clips over {MAX_AUDIO_S:g} s (released max_positions)",
@@ -323,7 +324,7 @@ def load_tokenizer(path: Path, vocab_size: int):
     return tokenizer
 
 
-def build_model(path: Path, empty: bool = False):
+def build_model(path: Path, empty: bool = False, attention: str = "eager"):
     """WavLLMModel from the folder's configs. `empty`: parameters on the meta device, to be assigned
     from the checkpoint (no 30 GB of random init before a 30 GB load); buffers stay real."""
     from transformers import LlamaConfig, LlamaForCausalLM, WavLMConfig, WavLMModel, WhisperConfig
@@ -334,7 +335,8 @@ def build_model(path: Path, empty: bool = False):
         if not (path / sub / "config.json").is_file():
             raise InputError(path / sub / "config.json", "missing", f"put the {sub} config in {path / sub}")
     llama_config = LlamaConfig.from_pretrained(path / "llama")
-    llama_config._attn_implementation = "eager"  # fp32 softmax attention, as the official code
+    # eager fp32 softmax attention, as the official code; sdpa/flash only when asked (--attn)
+    llama_config._attn_implementation = attention
     config_eps = float(llama_config.rms_norm_eps)
     if config_eps != RELEASED_RMS_NORM_EPS:
         log.warning("%s: rms_norm_eps %g differs from the released WavLLM's %g; using %g",

@@ -394,3 +394,21 @@ def test_whisper_chunks_of_a_batch_equal_clip_by_clip(adapter, asr_audio):
     alone = [adapter.audio_embeddings_batch([c])[0] for c in clips]
     for a, b in zip(together, alone, strict=True):
         assert a.shape == b.shape and (a - b).abs().max().item() < 1e-5
+
+
+def test_sdpa_attention_on_request_stays_within_the_fidelity_bound(tiny, adapter, asr_audio):
+    from wavllm_eval.model_zoo.wavllm import WavLLMGreedyAdapter
+
+    fast = WavLLMGreedyAdapter.load(tiny[0], LoadOptions(device="cpu", attn="sdpa", max_new_tokens=4))
+    assert fast.describe()["attention"] == "sdpa" and adapter.describe()["attention"] == "eager"
+    prompt = Prompt("0", ASR_PROMPT, (), waveforms=(asr_audio[:16000 * 2],))
+    logits = []
+    for model in (adapter, fast):
+        inputs, scale, _ = model.input_embeddings(prompt)
+        model.model.lora_scale.value = scale
+        try:
+            with torch.no_grad():
+                logits.append(model.model.llama(inputs_embeds=inputs).logits)
+        finally:
+            model.model.lora_scale.value = None
+    assert (logits[0] - logits[1]).abs().max().item() < 1e-4

@@ -23,6 +23,7 @@ from wavllm_eval.types import Generation, Prompt
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DTYPES = ("auto", "float32", "bfloat16", "float16", "int8")
+ATTENTION = ("auto", "eager", "sdpa", "flash_attention_2")
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,12 @@ class LoadOptions:
     device: str = "auto"
     dtype: str = "auto"
     max_new_tokens: int | None = None
+    # "auto": the adapter's faithful default (WavLLM: eager fp32 softmax attention, as released);
+    # "sdpa" / "flash_attention_2": faster kernels on request, recorded in the configuration.
+    attn: str = "auto"
+
+    def attention(self, faithful: str = "eager") -> str:
+        return faithful if self.attn == "auto" else self.attn
 
     def cap(self, limit: int) -> int:
         """`limit` under the user's cap."""
@@ -177,6 +184,8 @@ def model_config(adapter_cls: type, model_id: str, path: Path | None, options: L
     }
     if options.max_new_tokens is not None:
         config["max_new_tokens"] = options.max_new_tokens
+    if options.attn != "auto":
+        config["attn"] = options.attn
     decoding = getattr(adapter_cls, "decoding", None)
     if dataclasses.is_dataclass(decoding):
         config["decoding"] = dataclasses.asdict(decoding)

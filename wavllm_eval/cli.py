@@ -72,6 +72,8 @@ def run(
     dtype: Annotated[str, typer.Option("--dtype", help="auto, float32, bfloat16, float16, int8")] = "auto",
     seed: Annotated[int, typer.Option("--seed", help="run seed; each sample's seed derives from it and its id")] = 1,
     resume: Annotated[bool, typer.Option("--resume/--no-resume", help="skip samples already written")] = True,
+    attn: Annotated[str, typer.Option(
+        "--attn", help="attention kernel: auto (the model's faithful default), eager, sdpa, flash_attention_2")] = "auto",
     max_new_tokens: Annotated[int | None, typer.Option(
         "--max-new-tokens", help="cap on generated tokens per answer (a quick look; recorded in the configuration)")] = None,
     prompt_variants: Annotated[int, typer.Option(
@@ -94,7 +96,7 @@ def run(
     from wavllm_eval.runner import RunOptions
     from wavllm_eval.summary import results_table
 
-    _check_run_options(limit, device, dtype, max_new_tokens, prompt_variants, max_failed, batch_audio_s)
+    _check_run_options(limit, device, dtype, max_new_tokens, prompt_variants, max_failed, batch_audio_s, attn)
     adapter_cls = model_class(model)  # an unknown model is an error before any data is read
     if model_path is not None and not model_path.exists():
         raise InputError(model_path, "--model-path does not exist", "pass the folder that holds the model files")
@@ -104,7 +106,8 @@ def run(
                          f"--model-path must hold {', '.join(adapter_cls.required_files)}")
     options = RunOptions(batch_size=_parse_batch_size(batch_size), batch_audio_s=batch_audio_s, limit=limit,
                          seed=seed, resume=resume, device=device, dtype=dtype, max_new_tokens=max_new_tokens,
-                         check_batch_invariance=check_batch_invariance, show_progress=progress and sys.stderr.isatty())
+                         check_batch_invariance=check_batch_invariance, attn=attn,
+                         show_progress=progress and sys.stderr.isatty())
     task_ids = expand_task_ids(tasks, prompt_variants)
     explicit = [t.strip() for t in tasks.split(",") if t.strip() and _is_task_id(t.strip())]
     named = set(expand_task_ids(explicit, prompt_variants)) if explicit else set()
@@ -148,10 +151,13 @@ def _is_task_id(name: str) -> bool:
     return split_task_id(name)[0] in task_entries()
 
 
-def _check_run_options(limit, device, dtype, max_new_tokens, prompt_variants, max_failed, batch_audio_s) -> None:
+def _check_run_options(limit, device, dtype, max_new_tokens, prompt_variants, max_failed, batch_audio_s,
+                       attn="auto") -> None:
     """Options are checked before anything loads (no torch import, no data read)."""
-    from wavllm_eval.adapter import DTYPES
+    from wavllm_eval.adapter import ATTENTION, DTYPES
 
+    if attn not in ATTENTION:
+        raise InputError("--attn", f"unknown attention kernel {attn!r}", f"use one of {', '.join(ATTENTION)}")
     if limit is not None and limit < 1:
         raise InputError("--limit", f"must be at least 1, got {limit}", "omit it to run every sample")
     if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", device):

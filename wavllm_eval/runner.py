@@ -53,10 +53,11 @@ class RunOptions:
     dtype: str = "auto"
     max_new_tokens: int | None = None  # cap on generated tokens (quick looks; tests' tiny models)
     check_batch_invariance: int = 0  # rerun this many samples per task at batch size 1 and compare
+    attn: str = "auto"  # attention kernel (LoadOptions.attn)
     show_progress: bool = True
 
     def load_options(self) -> LoadOptions:
-        return LoadOptions(device=self.device, dtype=self.dtype, max_new_tokens=self.max_new_tokens)
+        return LoadOptions(device=self.device, dtype=self.dtype, max_new_tokens=self.max_new_tokens, attn=self.attn)
 
 
 @dataclass
