@@ -167,3 +167,17 @@ def test_model_declares_the_contract_and_answers_a_batch(model_id, tiny_model, c
         assert len(scores) == 2 and all(s <= 0 for s in scores)
     described = adapter.describe()
     assert described["id"] == model_id
+
+
+def test_scoring_in_worker_processes_gives_the_same_rows(monkeypatch):
+    from wavllm_eval.types import Record as Rec
+
+    task = make_task("iemocap-er")
+    words = ("neutral", "happy", "angry", "sad", "bored")
+    records = [Rec(f"s{i:05d}", words[(i * 7) % 5], ("neu", "hap", "ang", "sad")[i % 4], "ok") for i in range(400)]
+    monkeypatch.setenv("WAVLLM_EVAL_SCORING_WORKERS", "1")
+    one = {m.name: (m.ids, m.rows.tolist()) for m in task.scored_metrics(records)}
+    monkeypatch.setenv("WAVLLM_EVAL_SCORING_WORKERS", "2")
+    monkeypatch.setenv("WAVLLM_EVAL_PARALLEL_MIN_RECORDS", "100")
+    two = {m.name: (m.ids, m.rows.tolist()) for m in task.scored_metrics(records)}
+    assert two == one

@@ -229,6 +229,8 @@ def _hf_generator(folder: Path, device: str, max_new_tokens: int) -> Generate:
 class JudgeScore(RowMetric):
     """Mean judge score (1-5) over parsed verdicts; rows (score, parsed, 1) keep unparsed ones counted."""
 
+    parallel_safe = False  # the judge model lives in this process
+
     higher_is_better = True
     n_stats = 3
 

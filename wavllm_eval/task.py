@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -176,8 +177,12 @@ class BaseTask:
         scored_choices = any(r.choice_logprobs for r in ok)
         # Constrained-choice metrics exist only when the model scored candidates: absent, never 0.
         metrics = [m for m in self.make_metrics() if scored_choices or not getattr(m, "needs_choice_logprobs", False)]
-        for metric in metrics:
-            metric.update(ok)
+        workers = scoring_workers(len(ok))
+        if workers > 1 and self.judge is None and all(getattr(m, "parallel_safe", True) for m in metrics):
+            _update_in_processes(self.id, metrics, ok, workers)
+        else:
+            for metric in metrics:
+                metric.update(ok)
         return metrics
 
     def metrics_from_rows(self, stored: Mapping[str, Any]) -> list[RowMetric]:
@@ -251,6 +256,50 @@ class BaseTask:
             breakdowns=self.breakdowns(records, headlines),
         )
         return ScoredTask(result, metrics, self.scoring_version(), [r.id for r in records])
+
+
+PARALLEL_MIN_RECORDS = 20_000  # below this, starting worker processes costs more than it saves
+
+
+def scoring_workers(n_records: int) -> int:
+    """Processes for computing metric rows: the machine's cores for a large set (WAVLLM_EVAL_SCORING_WORKERS
+    overrides; 1 keeps scoring in this process)."""
+    configured = os.environ.get("WAVLLM_EVAL_SCORING_WORKERS")
+    minimum = int(os.environ.get("WAVLLM_EVAL_PARALLEL_MIN_RECORDS", PARALLEL_MIN_RECORDS))
+    if n_records < minimum:
+        return 1
+    return max(1, int(configured)) if configured else min(os.cpu_count() or 1, 8)
+
+
+def _update_in_processes(task_id: str, metrics: Sequence[RowMetric], records: Sequence[Record], workers: int) -> None:
+    """Rows of every metric computed over contiguous chunks in worker processes (spawned: no fork of
+    a process holding a model's threads), then appended in order: the same rows as one pass."""
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    n_chunks = workers * 4
+    size = -(-len(records) // n_chunks)
+    chunks = [list(records[i: i + size]) for i in range(0, len(records), size)]
+    names = [m.name for m in metrics]
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+        results = list(pool.map(_rows_of_chunk, [task_id] * len(chunks), [names] * len(chunks), chunks))
+    for metric in metrics:
+        for rows_by_name in results:
+            ids, rows = rows_by_name[metric.name]
+            metric.ids.extend(ids)
+            metric._rows.extend(rows)
+
+
+def _rows_of_chunk(task_id: str, names: Sequence[str], records: Sequence[Record]) -> dict[str, tuple[list, list]]:
+    from wavllm_eval.registry import make_task
+
+    by_name = {m.name: m for m in make_task(task_id).make_metrics()}
+    out = {}
+    for name in names:
+        metric = by_name[name]
+        metric.update(records)
+        out[name] = (metric.ids, metric._rows)
+    return out
 
 
 MAX_BREAKDOWN_GROUPS = 500

@@ -188,6 +188,8 @@ def _bert_score_version() -> str:
 class BertScore(_MeanOfSamples):
     """Mean per-sample BERTScore (%): component "f1" (default), "precision" or "recall"."""
 
+    parallel_safe = False  # one encoder per process: scoring stays in the process that loaded it
+
     _COMPONENTS = ("precision", "recall", "f1")
 
     def __init__(self, name: str = "bertscore", component: str = "f1", config: BertScoreConfig | None = None,
