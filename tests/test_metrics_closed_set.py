@@ -88,3 +88,25 @@ def test_trial_metrics_reduce_rows_and_bootstrap():
     assert eer.compute() == 0.0 and dcf.compute() == 0.0
     low, high = eer.bootstrap(n=50)
     assert low == 0.0 and high == 0.0
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_roc_points_equal_sklearns_roc_curve(seed):
+    from sklearn.metrics import roc_curve
+
+    from wavllm_eval.metrics.verification import equal_error_rate, min_detection_cost, roc_points
+
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(2, 400))
+    labels = rng.integers(0, 2, n)
+    labels[:2] = [0, 1]
+    scores = np.round(rng.normal(size=n) + labels, int(rng.integers(0, 3)))  # rounding makes ties
+    fpr, tpr, _ = roc_curve(labels, scores)
+    ours_fpr, ours_tpr = roc_points(scores, labels)
+    np.testing.assert_allclose(ours_fpr, fpr, atol=1e-12)
+    np.testing.assert_allclose(ours_tpr, tpr, atol=1e-12)
+    fnr = 1 - tpr
+    index = int(np.nanargmin(np.abs(fnr - fpr)))
+    assert equal_error_rate(scores, labels) == pytest.approx(100 * max(fpr[index], fnr[index]))
+    costs = fnr * 0.01 + fpr * 0.99
+    assert min_detection_cost(scores, labels, 0.01) == pytest.approx(costs.min() / 0.01)

@@ -88,8 +88,8 @@ def evaluate(request: EvaluationRequest, adapter: ModelAdapter | None = None) ->
 
         tasks, paths, samples, skipped = _load_tasks(request)
         mine = {task.id: shard.select(samples[task.id]) for task in tasks}  # all of them in one process
-        probe = Runner(None, store, options)
-        pending = {task.id: len(probe.pending(task, mine[task.id])) if options.resume else len(mine[task.id])
+        runner = Runner(None, store, options)  # plans what is pending; the adapter joins once it is loaded
+        pending = {task.id: len(runner.pending(task, mine[task.id])) if options.resume else len(mine[task.id])
                    for task in tasks}
         model_loaded = False
         if (any(pending.values()) or options.check_batch_invariance) and adapter is None:
@@ -101,7 +101,7 @@ def evaluate(request: EvaluationRequest, adapter: ModelAdapter | None = None) ->
             log.info("loading model %s", request.model_id)
             adapter = adapter_cls.load(request.model_path, load_options)  # type: ignore[attr-defined]
             model_loaded = True
-        runner = Runner(adapter, store, options)
+        runner.adopt(adapter)
         judge = _load_judge(request.judge, store) if request.judge else None
 
         runs: dict[str, TaskRun] = {}
@@ -118,11 +118,12 @@ def evaluate(request: EvaluationRequest, adapter: ModelAdapter | None = None) ->
             for task in tasks:
                 merge_shards(run_dir, task.id, shard.world_size)
             store = SampleStore(run_dir)
+        hashes = {t.id: data_hash(samples[t.id]) for t in tasks}
         for task in tasks:
             if judge is not None:
                 task.judge = judge
             elif (runs[task.id].records_written == 0 and not options.check_batch_invariance
-                  and _stored_entry_is_current(store, task, previous, samples[task.id])):
+                  and _stored_entry_is_current(store, task, previous, samples[task.id], hashes[task.id])):
                 continue  # a finished task, unchanged: its stored results stand (no re-scoring)
             scored = score_task(task, store.load(task.id), [s.id for s in samples[task.id]])
             store.write_scores(task.id, scored.rows_json())
@@ -148,7 +149,7 @@ def evaluate(request: EvaluationRequest, adapter: ModelAdapter | None = None) ->
                 "harness_version": __version__,
                 "versions": package_versions(),
                 "git_sha": harness_git_sha(),
-                "data_hashes": {**old_meta.get("data_hashes", {}), **{t.id: data_hash(samples[t.id]) for t in tasks}},
+                "data_hashes": {**old_meta.get("data_hashes", {}), **hashes},
                 "data_paths": {**old_meta.get("data_paths", {}), **{t.id: str(paths[t.id]) for t in tasks}},
                 "seed": options.seed,
                 "world_size": shard.world_size,
@@ -178,7 +179,7 @@ def score_task(task: Task, records: Sequence[Record], sample_ids: Sequence[str])
 
 
 def _stored_entry_is_current(store: SampleStore, task: Task, previous: Mapping[str, Any],
-                             samples: Sequence[Sample]) -> bool:
+                             samples: Sequence[Sample], current_hash: str) -> bool:
     """True when results.json already holds this task scored by the installed scorer over exactly
     these samples (resuming a finished run then costs no scoring at all)."""
     entry = previous.get("tasks", {}).get(task.id)
@@ -187,7 +188,7 @@ def _stored_entry_is_current(store: SampleStore, task: Task, previous: Mapping[s
     stored = store.read_scores(task.id)
     if stored is None or stored.get("scoring_version") != task.scoring_version():
         return False
-    if previous.get("meta", {}).get("data_hashes", {}).get(task.id) != data_hash(samples):
+    if previous.get("meta", {}).get("data_hashes", {}).get(task.id) != current_hash:
         return False
     return set(stored.get("sample_ids", ())) == {s.id for s in samples}
 

@@ -82,14 +82,18 @@ def read_manifest(path: Path, audio_root: Path | None = None) -> list[ManifestRo
 
 
 def manifest_samples(path: Path, audio_root: Path | None = None) -> Iterator[Sample]:
-    """Samples of a manifest, in file order; the manifest's prompt becomes the instruction."""
+    """Samples of a manifest, in file order; the manifest's prompt becomes the instruction. Each audio
+    file's header is read once, however many rows point at it."""
+    durations: dict[Path, float] = {}
     for row in read_manifest(path, audio_root):
+        if row.audio_path not in durations:
+            durations[row.audio_path] = header_duration_s(row.audio_path)
         yield Sample(
             id=row.id,
             audio=(AudioRef(row.audio_path),),
             reference=row.target,
             instruction=row.prompt,
-            duration_s=header_duration_s(row.audio_path),
+            duration_s=durations[row.audio_path],
             meta={"source": "wavllm-manifest", **row.extra},
         )
 

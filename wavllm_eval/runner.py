@@ -139,15 +139,25 @@ class Runner:
         default = adapter.default_batch_size if adapter is not None else 1
         self.batch_size = max(1, options.batch_size or default)
         self.audio_budget_s = options.batch_audio_s or (AUTO_BATCH_AUDIO_S if options.batch_size is None else None)
+        self._planned: dict[str, tuple[list[Sample], set[str]]] = {}  # task -> (pending, re-run ids)
 
     def pending(self, task: Task, samples: Sequence[Sample]) -> list[Sample]:
         """Samples with no stored record, or whose stored record was made from another input (the
-        reference, instruction or audio file changed since): exactly those are run again."""
+        reference, instruction or audio file changed since): exactly those are run again. Remembered
+        per task, so `run` right after it does not read the JSONL again."""
         check_unique_ids(task, samples)
         if not self.options.resume:
             return list(samples)
         stored = {r.id: r.meta.get("input") for r in self.store.load(task.id)}
-        return [s for s in samples if s.id not in stored or stored[s.id] != input_signature(task, s)]
+        todo = [s for s in samples if s.id not in stored or stored[s.id] != input_signature(task, s)]
+        self._planned[task.id] = (todo, {s.id for s in todo if s.id in stored})
+        return todo
+
+    def adopt(self, adapter: ModelAdapter | None) -> None:
+        """The model that runs the planned samples (loaded only once something is pending)."""
+        self.adapter = adapter
+        if adapter is not None and self.options.batch_size is None:
+            self.batch_size = max(1, adapter.default_batch_size)
 
     def device_name(self) -> str:
         describe = self.adapter.describe() if self.adapter is not None else {}
@@ -158,10 +168,11 @@ class Runner:
         samples = list(samples)
         if not self.options.resume:
             self.store.reset(task.id)
-        todo = self.pending(task, samples)
+        if task.id not in self._planned:
+            self.pending(task, samples)
+        todo, redone = self._planned.pop(task.id, (list(samples), set()))
         stats = TaskRun()
-        stored_ids = {r.id for r in self.store.load(task.id)} if self.options.resume and todo else set()
-        stats.redone = sum(s.id in stored_ids for s in todo)
+        stats.redone = len(redone)
         if stats.redone:
             log.warning("%s: %d stored samples changed since they were written (reference, instruction or audio); "
                         "running them again", task.id, stats.redone)

@@ -1,7 +1,7 @@
 """Speaker-verification metrics from trial scores: EER and normalised minDCF.
 
 The score of a trial is log P(yes) − log P(no) from the model's candidate scoring. EER follows
-voxceleb_trainer: sklearn's ROC curve, the operating point where |FNR − FPR| is smallest, EER =
+voxceleb_trainer: sklearn's ROC curve (its operating points, computed here by `roc_points`), the operating point where |FNR − FPR| is smallest, EER =
 max(FPR, FNR) there. minDCF is NIST SRE's normalised detection cost with C_miss = C_fa = 1,
 divided by C_def = min(P_target, 1 − P_target) (SpeechBrain's minDCF is unnormalised: not this).
 """
@@ -16,13 +16,28 @@ from wavllm_eval.metrics.base import RowMetric
 from wavllm_eval.types import Record
 
 
+def roc_points(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(FPR, TPR) at every distinct threshold, from the highest score down, with the points that lie on
+    a straight segment between their neighbours left out and (0, 0) first: the operating points of
+    sklearn's `roc_curve` (drop_intermediate=True), without its input validation, which dominated a
+    bootstrap's thousand EERs (`tests/test_metrics_closed_set.py` checks the equality)."""
+    order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="mergesort")
+    ordered, hits = np.asarray(scores, dtype=np.float64)[order], np.asarray(labels)[order] == 1
+    ends = np.r_[np.flatnonzero(np.diff(ordered)), ordered.size - 1]  # the last trial of each threshold
+    tps = np.cumsum(hits)[ends].astype(np.float64)
+    fps = (ends + 1) - tps
+    if fps.size > 2:
+        corner = np.r_[True, (np.diff(fps, 2) != 0) | (np.diff(tps, 2) != 0), True]
+        fps, tps = fps[corner], tps[corner]
+    fps, tps = np.r_[0.0, fps], np.r_[0.0, tps]
+    return fps / fps[-1], tps / tps[-1]
+
+
 def equal_error_rate(scores: np.ndarray, labels: np.ndarray) -> float:
     """EER in % (voxceleb_trainer convention); NaN unless both labels occur."""
-    from sklearn.metrics import roc_curve
-
     if len(set(labels.tolist())) < 2:
         return float("nan")
-    fpr, tpr, _ = roc_curve(labels, scores, pos_label=1)
+    fpr, tpr = roc_points(scores, labels)
     fnr = 1 - tpr
     index = int(np.nanargmin(np.abs(fnr - fpr)))
     return 100.0 * float(max(fpr[index], fnr[index]))
@@ -31,11 +46,9 @@ def equal_error_rate(scores: np.ndarray, labels: np.ndarray) -> float:
 def min_detection_cost(scores: np.ndarray, labels: np.ndarray, p_target: float,
                        c_miss: float = 1.0, c_fa: float = 1.0) -> float:
     """Normalised minDCF (NIST SRE16 eqs. 2-4) over every threshold of the ROC curve."""
-    from sklearn.metrics import roc_curve
-
     if len(set(labels.tolist())) < 2:
         return float("nan")
-    fpr, tpr, _ = roc_curve(labels, scores, pos_label=1)
+    fpr, tpr = roc_points(scores, labels)
     fnr = 1 - tpr
     costs = c_miss * fnr * p_target + c_fa * fpr * (1 - p_target)
     return float(costs.min() / min(c_miss * p_target, c_fa * (1 - p_target)))
