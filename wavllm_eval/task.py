@@ -206,24 +206,34 @@ class BaseTask:
         value = record.meta.get(key)
         return None if value in (None, "") else str(value)
 
-    def breakdowns(self, records: Sequence[Record], headlines: Sequence[str]) -> dict[str, Any]:
-        """Each headline metric per group of every breakdown key, with its bootstrap CI."""
-        ok = [r for r in records if r.status == "ok"]
+    def breakdowns(self, records: Sequence[Record], headlines: Sequence[str],
+                   metrics: Sequence[RowMetric]) -> dict[str, Any]:
+        """Each headline metric per group of every breakdown key, with its bootstrap CI, from the rows
+        scoring already computed (a group is a subset of rows: nothing is normalised or parsed again)."""
+        import copy
+
+        by_id = {r.id: r for r in records if r.status == "ok"}
+        headline_metrics = [m for m in metrics if m.name in headlines]
         out: dict[str, Any] = {}
         for key in self.breakdown_keys:
-            groups: dict[str, list[Record]] = {}
-            for record in ok:
+            groups: dict[str, set[str]] = {}
+            for record in by_id.values():
                 value = self.breakdown_value(record, key)
                 if value is not None:
-                    groups.setdefault(value, []).append(record)
+                    groups.setdefault(value, set()).add(record.id)
             if not groups or len(groups) > MAX_BREAKDOWN_GROUPS:
                 continue
             block = {}
             for value in sorted(groups, key=_natural):
-                metrics = [m for m in self.scored_metrics(groups[value]) if m.name in headlines]
-                block[value] = {"n": len(groups[value]),
-                                "metrics": {m.name: _rounded(m.compute()) for m in metrics},
-                                "ci95": {m.name: [_rounded(x) for x in m.bootstrap()] for m in metrics}}
+                members = groups[value]
+                subsets = []
+                for metric in headline_metrics:
+                    keep = [i for i, sample_id in enumerate(metric.ids) if sample_id in members]
+                    subsets.append(copy.copy(metric).with_rows([metric.ids[i] for i in keep],
+                                                               [metric._rows[i] for i in keep]))
+                block[value] = {"n": len(members),
+                                "metrics": {m.name: _rounded(m.compute()) for m in subsets},
+                                "ci95": {m.name: [_rounded(x) for x in m.bootstrap()] for m in subsets}}
             out[key] = block
         return out
 
@@ -253,7 +263,7 @@ class BaseTask:
             higher_is_better={m.name: m.higher_is_better for m in metrics},
             settings={**self.scoring_settings(), "scoring_version": self.scoring_version()},
             extra=self.extra(records),
-            breakdowns=self.breakdowns(records, headlines),
+            breakdowns=self.breakdowns(records, headlines, metrics),
         )
         return ScoredTask(result, metrics, self.scoring_version(), [r.id for r in records])
 
