@@ -281,8 +281,12 @@ def _check_same_model(store: SampleStore, previous: Mapping[str, Any], config_ha
 def data_hash(samples: Sequence[Sample]) -> str:
     """sha256 over (id, reference, audio file names and sizes): the test set's identity, not its path."""
     digest = hashlib.sha256()
+    sizes: dict[Path, int] = {}
     for s in sorted(samples, key=lambda x: x.id):
-        audio = ",".join(f"{ref.path.name}:{_size(ref.path)}:{ref.offset_s}:{ref.duration_s}" for ref in s.audio)
+        for ref in s.audio:
+            if ref.path not in sizes:
+                sizes[ref.path] = _size(ref.path)
+        audio = ",".join(f"{ref.path.name}:{sizes[ref.path]}:{ref.offset_s}:{ref.duration_s}" for ref in s.audio)
         digest.update(f"{s.id}\t{s.reference}\t{audio}\n".encode())
     return digest.hexdigest()
 

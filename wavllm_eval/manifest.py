@@ -64,6 +64,7 @@ def read_manifest(path: Path, audio_root: Path | None = None) -> list[ManifestRo
             raise InputError(path, f"missing column(s) {', '.join(missing)} in the header {header}",
                              "a WavLLM manifest has the columns id, audio, n_frames, prompt, tgt_text, with_speech")
         rows: list[ManifestRow] = []
+        resolved: dict[str, Path] = {}  # one lookup per distinct audio value
         for line_number, raw in enumerate(reader, start=2):
             found = sum(v is not None for k, v in raw.items() if k is not None) + len(raw.get(None) or [])
             if found != len(header):  # a short row would silently default its missing fields
@@ -72,7 +73,8 @@ def read_manifest(path: Path, audio_root: Path | None = None) -> list[ManifestRo
             known = {"id", "audio", "n_frames", "prompt", "tgt_text", "with_speech"}
             rows.append(ManifestRow(
                 id=raw["id"],
-                audio_path=resolve_audio(raw["audio"], path.parent, audio_root),
+                audio_path=resolved.get(raw["audio"]) or resolved.setdefault(
+                    raw["audio"], resolve_audio(raw["audio"], path.parent, audio_root)),
                 prompt=raw["prompt"],
                 target=raw["tgt_text"],
                 with_speech=raw.get("with_speech", "True") == "True",

@@ -149,7 +149,8 @@ class Runner:
         if not self.options.resume:
             return list(samples)
         stored = {r.id: r.meta.get("input") for r in self.store.load(task.id)}
-        todo = [s for s in samples if s.id not in stored or stored[s.id] != input_signature(task, s)]
+        sizes: dict = {}  # one stat per audio file (a VoxCeleb clip serves many trials)
+        todo = [s for s in samples if s.id not in stored or stored[s.id] != input_signature(task, s, sizes)]
         self._planned[task.id] = (todo, {s.id for s in todo if s.id in stored})
         return todo
 
@@ -399,11 +400,16 @@ def _meta(task: Task, sample: Sample) -> dict:
     return {**dict(sample.meta), "duration_s": round(sample.duration_s, 3), "input": input_signature(task, sample)}
 
 
-def input_signature(task: Task, sample: Sample) -> str:
+def input_signature(task: Task, sample: Sample, sizes: dict | None = None) -> str:
     """What a record was computed from: reference, instruction, choices and each clip's file name,
-    size and segment. Resume trusts a stored record only while this is unchanged."""
+    size and segment. Resume trusts a stored record only while this is unchanged. `sizes` memoises
+    file sizes within one call site."""
     prompt = task.build_prompt(sample)
-    audio = [f"{ref.path.name}:{_file_size(ref.path)}:{ref.offset_s}:{ref.duration_s}" for ref in sample.audio]
+    sizes = {} if sizes is None else sizes
+    for ref in sample.audio:
+        if ref.path not in sizes:
+            sizes[ref.path] = _file_size(ref.path)
+    audio = [f"{ref.path.name}:{sizes[ref.path]}:{ref.offset_s}:{ref.duration_s}" for ref in sample.audio]
     text = "\x1f".join([sample.reference, prompt.text, "\x1e".join(prompt.choices), *audio])
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
