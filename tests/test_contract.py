@@ -169,15 +169,26 @@ def test_model_declares_the_contract_and_answers_a_batch(model_id, tiny_model, c
     assert described["id"] == model_id
 
 
-def test_scoring_in_worker_processes_gives_the_same_rows(monkeypatch):
-    from wavllm_eval.types import Record as Rec
+def test_scoring_in_worker_processes_gives_the_same_rows():
+    """In a fresh process without torch (as `score` and `report` run), 2 forked workers vs 1."""
+    import subprocess
+    import sys
 
-    task = make_task("iemocap-er")
-    words = ("neutral", "happy", "angry", "sad", "bored")
-    records = [Rec(f"s{i:05d}", words[(i * 7) % 5], ("neu", "hap", "ang", "sad")[i % 4], "ok") for i in range(400)]
-    monkeypatch.setenv("WAVLLM_EVAL_SCORING_WORKERS", "1")
-    one = {m.name: (m.ids, m.rows.tolist()) for m in task.scored_metrics(records)}
-    monkeypatch.setenv("WAVLLM_EVAL_SCORING_WORKERS", "2")
-    monkeypatch.setenv("WAVLLM_EVAL_PARALLEL_MIN_RECORDS", "100")
-    two = {m.name: (m.ids, m.rows.tolist()) for m in task.scored_metrics(records)}
-    assert two == one
+    script = (
+        "import os, sys, json\n"
+        "from wavllm_eval.registry import make_task\n"
+        "from wavllm_eval.types import Record\n"
+        "words = ('neutral', 'happy', 'angry', 'sad', 'bored')\n"
+        "recs = [Record(f's{i:05d}', words[(i * 7) % 5], ('neu', 'hap', 'ang', 'sad')[i % 4], 'ok') for i in range(400)]\n"
+        "task = make_task('iemocap-er')\n"
+        "out = {}\n"
+        "for workers in ('1', '2'):\n"
+        "    os.environ['WAVLLM_EVAL_SCORING_WORKERS'] = workers\n"
+        "    from wavllm_eval.task import scoring_workers\n"
+        "    assert scoring_workers(400) == int(workers), 'torch' in sys.modules\n"
+        "    out[workers] = {m.name: (m.ids, m.rows.tolist()) for m in task.scored_metrics(recs)}\n"
+        "print(json.dumps(out['1'] == out['2']))\n")
+    env = {**__import__("os").environ, "WAVLLM_EVAL_PARALLEL_MIN_RECORDS": "100"}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "true"

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -273,17 +274,19 @@ PARALLEL_MIN_RECORDS = 20_000  # below this, starting worker processes costs mor
 
 def scoring_workers(n_records: int) -> int:
     """Processes for computing metric rows: the machine's cores for a large set (WAVLLM_EVAL_SCORING_WORKERS
-    overrides; 1 keeps scoring in this process)."""
+    overrides; 1 keeps scoring in this process). Workers are forked, so only from a process that has not
+    imported torch (`score`, `report`, `gate`): forking a process whose model threads are running is
+    unsafe, and spawning would re-import the caller's main module."""
     configured = os.environ.get("WAVLLM_EVAL_SCORING_WORKERS")
     minimum = int(os.environ.get("WAVLLM_EVAL_PARALLEL_MIN_RECORDS", PARALLEL_MIN_RECORDS))
-    if n_records < minimum:
+    if n_records < minimum or "torch" in sys.modules:
         return 1
     return max(1, int(configured)) if configured else min(os.cpu_count() or 1, 8)
 
 
 def _update_in_processes(task_id: str, metrics: Sequence[RowMetric], records: Sequence[Record], workers: int) -> None:
-    """Rows of every metric computed over contiguous chunks in worker processes (spawned: no fork of
-    a process holding a model's threads), then appended in order: the same rows as one pass."""
+    """Rows of every metric computed over contiguous chunks in forked worker processes, then appended
+    in order: the same rows as one pass."""
     from concurrent.futures import ProcessPoolExecutor
     from multiprocessing import get_context
 
@@ -291,7 +294,7 @@ def _update_in_processes(task_id: str, metrics: Sequence[RowMetric], records: Se
     size = -(-len(records) // n_chunks)
     chunks = [list(records[i: i + size]) for i in range(0, len(records), size)]
     names = [m.name for m in metrics]
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+    with ProcessPoolExecutor(workers, mp_context=get_context("fork")) as pool:
         results = list(pool.map(_rows_of_chunk, [task_id] * len(chunks), [names] * len(chunks), chunks))
     for metric in metrics:
         for rows_by_name in results:
