@@ -37,7 +37,13 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from wavllm_eval.adapter import DecodingConfig, LoadOptions, SpeechLLMAdapter, resolve_device
+from wavllm_eval.adapter import (
+    DecodingConfig,
+    LoadOptions,
+    SpeechLLMAdapter,
+    left_pad_embeddings,
+    resolve_device,
+)
 from wavllm_eval.errors import InputError
 from wavllm_eval.registry import register_model
 from wavllm_eval.types import Generation, Prompt
@@ -219,7 +225,7 @@ class QwenAudioAdapter(SpeechLLMAdapter):
                 log.warning("sample %s may reach %d positions; past %d the release rescales RoPE (dynamic NTK) "
                             "and queries (logn), which this port does not", prompt.sample_id,
                             embed.shape[0] + limit, POSITION_LIMIT)
-        inputs, mask = left_pad(embeds)
+        inputs, mask = left_pad_embeddings(embeds)
         with torch.no_grad():
             out = self.model.llm.generate(
                 inputs_embeds=inputs, attention_mask=mask, max_new_tokens=max(limits),
@@ -316,17 +322,6 @@ class QwenAudioChatAdapter(QwenAudioAdapter):
         return [self.tokenizer.im_end_id, self.tokenizer.im_start_id, self.tokenizer.eod_id]
 
 
-def left_pad(sequences):
-    """Stack (L_i, dim) embeddings to (B, L, dim) with zeros on the left, plus the attention mask."""
-    import torch
-
-    longest = max(s.shape[0] for s in sequences)
-    inputs = sequences[0].new_zeros(len(sequences), longest, sequences[0].shape[-1])
-    mask = torch.zeros(len(sequences), longest, dtype=torch.long, device=sequences[0].device)
-    for i, s in enumerate(sequences):
-        inputs[i, longest - s.shape[0]:] = s
-        mask[i, longest - s.shape[0]:] = 1
-    return inputs, mask
 
 
 def mel_filters(path: Path, n_mels: int) -> np.ndarray:

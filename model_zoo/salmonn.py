@@ -52,7 +52,13 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from wavllm_eval.adapter import DecodingConfig, LoadOptions, SpeechLLMAdapter, resolve_device
+from wavllm_eval.adapter import (
+    DecodingConfig,
+    LoadOptions,
+    SpeechLLMAdapter,
+    left_pad_embeddings,
+    resolve_device,
+)
 from wavllm_eval.errors import InputError
 from wavllm_eval.registry import register_model
 from wavllm_eval.types import SAMPLE_RATE_HZ, Generation, Prompt
@@ -229,7 +235,7 @@ class Salmonn13BAdapter(SpeechLLMAdapter):
         import torch
         from transformers import GenerationConfig
 
-        inputs, mask = left_pad(self.input_embeddings(prompts))
+        inputs, mask = left_pad_embeddings(self.input_embeddings(prompts))
         decoding = self.decoding
         # An explicit config: Vicuna's generation_config.json (sampling, T 0.9) must not leak in.
         # min_new_tokens=1 is the release's min_length=1 with inputs_embeds (no EOS as the first token).
@@ -314,17 +320,6 @@ def _precision(dtype: str, device: str):
     return llm, (llm if device.startswith("cuda") and llm != torch.float32 else None)
 
 
-def left_pad(sequences):
-    """Stack (1, L_i, dim) embeddings to (B, L, dim) with zeros on the left, plus the attention mask."""
-    import torch
-
-    longest = max(s.shape[1] for s in sequences)
-    inputs = sequences[0].new_zeros(len(sequences), longest, sequences[0].shape[-1])
-    mask = torch.zeros(len(sequences), longest, dtype=torch.long, device=sequences[0].device)
-    for i, s in enumerate(sequences):
-        inputs[i, longest - s.shape[1]:] = s[0]
-        mask[i, longest - s.shape[1]:] = 1
-    return inputs, mask
 
 
 def load_tokenizer(path: Path, vocab_size: int):

@@ -37,7 +37,13 @@ from typing import Any
 
 import numpy as np
 
-from wavllm_eval.adapter import DecodingConfig, LoadOptions, SpeechLLMAdapter, resolve_device
+from wavllm_eval.adapter import (
+    DecodingConfig,
+    LoadOptions,
+    SpeechLLMAdapter,
+    left_pad_embeddings,
+    resolve_device,
+)
 from wavllm_eval.errors import InputError
 from wavllm_eval.registry import register_model
 from wavllm_eval.types import SAMPLE_RATE_HZ, Generation, Prompt
@@ -208,7 +214,7 @@ class WavLLMAdapter(SpeechLLMAdapter):
         built = self.build_inputs(prompts)
         # 512 generator steps include the forced right prompt (its first token is the BOS)
         limits = [self.options.cap(MAX_STEPS - (n_right - 1)) for _, _, n_right in built]
-        inputs, mask = left_pad([b[0] for b in built])
+        inputs, mask = left_pad_embeddings([b[0] for b in built])
         self.model.lora_scale.value = torch.cat([b[1] for b in built])
         decoding = self.decoding
         # sampling: the seeded Gumbel-max processor under greedy search, so the batch equals batch 1
@@ -297,18 +303,6 @@ class WavLLMGreedyAdapter(WavLLMAdapter):
     default_batch_size = 8
 
 
-def left_pad(sequences):
-    """Stack (1, L_i, dim) embeddings to (B, L, dim) with zeros on the left, plus the attention mask."""
-    import torch
-
-    longest = max(s.shape[1] for s in sequences)
-    dim = sequences[0].shape[-1]
-    inputs = sequences[0].new_zeros(len(sequences), longest, dim)
-    mask = torch.zeros(len(sequences), longest, dtype=torch.long, device=sequences[0].device)
-    for i, s in enumerate(sequences):
-        inputs[i, longest - s.shape[1]:] = s[0]
-        mask[i, longest - s.shape[1]:] = 1
-    return inputs, mask
 
 
 def load_tokenizer(path: Path, vocab_size: int):

@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
-import subprocess
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,6 +19,7 @@ from wavllm_eval.reports.runs import load_runs
 from wavllm_eval.reports.tables import best_mask, long_table
 from wavllm_eval.reports.writers import render_json, render_latex, render_markdown
 
+from tests.chromium import render
 from tests.run_builder import write_run
 from wavllm_eval.types import Record
 
@@ -230,19 +228,7 @@ def test_page_of_several_models_renders_in_chromium(leaderboard, tmp_path):
     assert '<th class="text">candidate</th>' in page_text and '<td class="text">tiny</td>' in page_text
     page = tmp_path / "leaderboard.html"
     page.write_text(page_text, encoding="utf-8")
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        pytest.skip("chromium not installed (scripts/setup.sh --test installs it)")
-    artefacts = Path(__file__).resolve().parents[1] / "test-artifacts"
-    artefacts.mkdir(exist_ok=True)
-    flags = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-             "--disable-component-update", "--no-first-run", "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}",
-             "--enable-logging=stderr", "--v=0"]
-    dom = subprocess.run([*flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
-    assert 'data-sortable="ready"' in dom.stdout
-    console = [line for line in dom.stderr.splitlines() if re.search(r"CONSOLE|Uncaught", line)]
+    dom, console, shot = render(page, tmp_path / "profile", "leaderboard.png", window="1400,2400")
+    assert 'data-sortable="ready"' in dom
     assert console == []
-    shot = artefacts / "leaderboard.png"
-    subprocess.run([*flags, "--window-size=1400,2400", f"--screenshot={shot}", page.as_uri()],
-                   capture_output=True, timeout=120, check=True)
     assert shot.stat().st_size > 10_000

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -15,6 +14,7 @@ from wavllm_eval.reports.runs import load_runs
 from wavllm_eval.reports.tables import long_table
 from wavllm_eval.reports.writers import escape_markdown, render_csv, render_latex, render_markdown
 
+from tests.chromium import render
 from wavllm_eval.cli import main
 from wavllm_eval.registry import make_task
 from wavllm_eval.store import SampleStore
@@ -145,21 +145,9 @@ def test_latex_is_booktabs_and_compiles_where_tex_exists(two_runs, tmp_path):
 
 def test_html_renders_in_chromium_without_console_errors(two_runs, tmp_path):
     [page] = write_report(list(two_runs), tmp_path / "report", ["html"])
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        pytest.skip("chromium not installed (scripts/setup.sh --test installs it)")
-    artefacts = Path(__file__).resolve().parents[1] / "test-artifacts"
-    artefacts.mkdir(exist_ok=True)
-    flags = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-             "--disable-component-update", "--no-first-run", "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}",
-             "--enable-logging=stderr", "--v=0"]
-    dom = subprocess.run([*flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
-    assert 'data-sortable="ready"' in dom.stdout  # the inline script ran to its end
-    console = [line for line in dom.stderr.splitlines() if re.search(r"CONSOLE|Uncaught", line)]
+    dom, console, shot = render(page, tmp_path / "profile", "leaderboard-two-runs.png")
+    assert 'data-sortable="ready"' in dom  # the inline script ran to its end
     assert console == []
-    shot = artefacts / "leaderboard-two-runs.png"
-    subprocess.run([*flags, "--window-size=1200,1400", f"--screenshot={shot}", page.as_uri()],
-                   capture_output=True, timeout=120, check=True)
     assert shot.stat().st_size > 10_000
 
 

@@ -196,6 +196,22 @@ def model_config(adapter_cls: type, model_id: str, path: Path | None, options: L
     return config
 
 
+def left_pad_embeddings(sequences: Sequence[Any]) -> tuple[Any, Any]:
+    """Stack per-prompt input embeddings, each (L_i, dim) or (1, L_i, dim), into (B, L, dim) with zeros
+    on the left, plus the (B, L) attention mask: the batching every decoder-LLM adapter needs so that
+    generation continues from the last real token of each row."""
+    import torch
+
+    rows = [s[0] if s.dim() == 3 else s for s in sequences]
+    longest = max(r.shape[0] for r in rows)
+    inputs = rows[0].new_zeros(len(rows), longest, rows[0].shape[-1])
+    mask = torch.zeros(len(rows), longest, dtype=torch.long, device=rows[0].device)
+    for i, row in enumerate(rows):
+        inputs[i, longest - row.shape[0]:] = row
+        mask[i, longest - row.shape[0]:] = 1
+    return inputs, mask
+
+
 def resolve_device(device: str) -> str:
     """`auto` -> cuda when a GPU is visible, else cpu (imports torch: call from `load` only)."""
     if device != "auto":
