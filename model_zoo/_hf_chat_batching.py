@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from wavllm_eval.adapter import SpeechLLMAdapter
+from wavllm_eval.adapter import SpeechLLMAdapter, token_logprob_sum
 from wavllm_eval.errors import InputError
 from wavllm_eval.types import SAMPLE_RATE_HZ, Generation, Prompt
 
@@ -189,8 +189,7 @@ class HFAudioChatAdapter(SpeechLLMAdapter):
             logprobs = torch.log_softmax(logits[:, n - 1: n - 1 + longest], dim=-1)
             row_scores = []
             for j, choice in enumerate(choices):
-                picked = logprobs[j, torch.arange(len(choice)), torch.tensor(choice, device=logprobs.device)]
-                row_scores.append(float(picked.sum()))
+                row_scores.append(token_logprob_sum(logprobs[j], choice))
             scores.append(row_scores)
         return scores
 

@@ -30,7 +30,13 @@ from typing import Any, ClassVar
 import numpy as np
 from wavllm_eval.model_zoo._hf_audio_chat_table import PROBE, UNSET, FamilySettings, settings_for
 
-from wavllm_eval.adapter import DecodingConfig, LoadOptions, SpeechLLMAdapter, resolve_device
+from wavllm_eval.adapter import (
+    DecodingConfig,
+    LoadOptions,
+    SpeechLLMAdapter,
+    resolve_device,
+    token_logprob_sum,
+)
 from wavllm_eval.errors import InputError
 from wavllm_eval.registry import register_model
 from wavllm_eval.types import CLIP_GAP_S, SAMPLE_RATE_HZ, Generation, Prompt
@@ -232,7 +238,7 @@ class NativeAudioChatAdapter(SpeechLLMAdapter):
                 with torch.no_grad():
                     logits = self.model(**full).logits[0].double()
                 logprobs = torch.log_softmax(logits[start: start + len(ids)], dim=-1)
-                row.append(float(logprobs[torch.arange(len(ids)), extra[0]].sum()))
+                row.append(token_logprob_sum(logprobs, extra[0]))
             scores.append(row)
         return scores
 

@@ -43,6 +43,7 @@ from wavllm_eval.adapter import (
     SpeechLLMAdapter,
     left_pad_embeddings,
     resolve_device,
+    token_logprob_sum,
 )
 from wavllm_eval.errors import InputError
 from wavllm_eval.registry import register_model
@@ -261,8 +262,7 @@ class QwenAudioAdapter(SpeechLLMAdapter):
                 logprobs = torch.log_softmax(logits[:, start: start + longest], dim=-1)
             row = []
             for i, ids in enumerate(choice_ids):
-                picked = logprobs[i, torch.arange(len(ids)), torch.tensor(ids, device=self.device)]
-                row.append(float(picked.sum()))
+                row.append(token_logprob_sum(logprobs[i], ids))
             scores.append(row)
         return scores
 

@@ -58,6 +58,7 @@ from wavllm_eval.adapter import (
     SpeechLLMAdapter,
     left_pad_embeddings,
     resolve_device,
+    token_logprob_sum,
 )
 from wavllm_eval.errors import InputError
 from wavllm_eval.registry import register_model
@@ -265,7 +266,7 @@ class Salmonn13BAdapter(SpeechLLMAdapter):
                     logits = self.model.causal_lm(inputs_embeds=torch.cat([inputs, choice_embeds], dim=1)).logits
                 start = inputs.shape[1] - 1
                 logprobs = torch.log_softmax(logits[0, start: start + len(ids)].float(), dim=-1)
-                row.append(float(logprobs[torch.arange(len(ids)), torch.tensor(ids, device=logprobs.device)].sum()))
+                row.append(token_logprob_sum(logprobs, ids))
             scores.append(row)
         return scores
 

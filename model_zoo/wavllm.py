@@ -43,6 +43,7 @@ from wavllm_eval.adapter import (
     SpeechLLMAdapter,
     left_pad_embeddings,
     resolve_device,
+    token_logprob_sum,
 )
 from wavllm_eval.errors import InputError
 from wavllm_eval.registry import register_model
@@ -269,7 +270,7 @@ class WavLLMAdapter(SpeechLLMAdapter):
                             rest = llama(input_ids=torch.tensor([ids[:-1]], device=self.device),
                                          past_key_values=copy.deepcopy(prefix.past_key_values), use_cache=True)
                             logprobs = torch.log_softmax(rest.logits[0].float(), dim=-1)
-                            total += float(logprobs[torch.arange(len(ids) - 1), torch.tensor(ids[1:])].sum())
+                            total += token_logprob_sum(logprobs, ids[1:])
                         row.append(total)
             finally:
                 self.model.lora_scale.value = None

@@ -212,6 +212,15 @@ def left_pad_embeddings(sequences: Sequence[Any]) -> tuple[Any, Any]:
     return inputs, mask
 
 
+def token_logprob_sum(logprobs: Any, token_ids: Any) -> float:
+    """Σ_i logprobs[i, token_ids[i]]: a candidate answer's log-probability from the log-softmax rows
+    (one per candidate token) that predict its tokens — the last step of every `score_choices`."""
+    import torch
+
+    ids = torch.as_tensor(token_ids, device=logprobs.device)
+    return float(logprobs[torch.arange(len(ids), device=logprobs.device), ids].sum())
+
+
 def resolve_device(device: str) -> str:
     """`auto` -> cuda when a GPU is visible, else cpu (imports torch: call from `load` only)."""
     if device != "auto":
