@@ -94,9 +94,6 @@ class ShardStore(SampleStore):
     def samples_path(self, task_id: str) -> Path:
         return super().samples_path(task_id).with_name(f"{task_id}{self.shard.suffix}.jsonl")
 
-    def merged_path(self, task_id: str) -> Path:
-        return SampleStore.samples_path(self, task_id)
-
     def load(self, task_id: str) -> list[Record]:
         merged = SampleStore(self.run_dir).load(task_id)
         return merged + super().load(task_id)

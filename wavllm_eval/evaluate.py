@@ -57,10 +57,6 @@ class EvaluationOutcome:
     runs: Mapping[str, TaskRun]
     skipped_tasks: Mapping[str, str] = field(default_factory=dict)  # task id -> why it did not run
 
-    @property
-    def task_ids(self) -> list[str]:
-        return [t for t in self.runs]
-
 
 def evaluate(request: EvaluationRequest, adapter: ModelAdapter | None = None) -> EvaluationOutcome:
     """Run `request` end to end. The model is loaded only when some sample is still pending, so a
