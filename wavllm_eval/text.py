@@ -40,13 +40,23 @@ def whisper_english() -> Normaliser:
     """
     from whisper_normalizer.english import EnglishTextNormalizer
 
-    impl = EnglishTextNormalizer()
+    from wavllm_eval.whisper_fast import GuardedEnglishTextNormalizer
+
+    # the package's own steps, each skipped where it provably cannot change the string (~8x faster;
+    # identical output, so the identity stays the package's)
+    impl = GuardedEnglishTextNormalizer(EnglishTextNormalizer())
     return Normaliser(
         "whisper_english", f"whisper-english/whisper-normalizer=={_version('whisper-normalizer')}", impl
     )
 
 
+_ASCII_PUNCTUATION_TO_SPACE = {code: " " for code in range(128) if unicodedata.category(chr(code)).startswith("P")}
+_ASCII_APOSTROPHES = {ord("'"): None, ord("`"): None}
+
+
 def _lowercase_no_punctuation(text: str) -> str:
+    if text.isascii():  # NFKC leaves ASCII alone: the same rule as below, as two translate tables
+        return " ".join(text.lower().translate(_ASCII_APOSTROPHES).translate(_ASCII_PUNCTUATION_TO_SPACE).split())
     text = unicodedata.normalize("NFKC", text).lower()
     text = re.sub(r"[’'`]", "", text)  # apostrophes join: "don't" and "dont" compare equal
     text = "".join(" " if unicodedata.category(ch).startswith("P") else ch for ch in text)
