@@ -264,3 +264,24 @@ def test_batch_invariance_check_reports_outputs_that_depend_on_the_batch(tmp_pat
     check = evaluate(req, adapter=BatchDependent()).results["tasks"][TASK]["batch_invariance"]
     assert check["checked"] == 3 and check["n_differing"] == 3
     assert check["differing"][0]["alone"].endswith("batch=1") and check["differing"][0]["batched"].endswith("batch=5")
+
+
+def test_tf32_is_part_of_the_configuration_and_sets_cuda_precision(tmp_path, corpus):
+    import torch
+
+    from wavllm_eval.cli import main
+
+    answers = tmp_path / "answers.jsonl"
+    answers.write_text("".join(json.dumps({"id": i, "prediction": s}) + "\n" for i, s in SENTENCES.items()))
+    hashes, precisions = {}, {}
+    for flag in ("--tf32", "--no-tf32"):
+        out = tmp_path / flag
+        assert main(["run", "--tasks", TASK, "--model", "replay", "--model-path", str(answers), "--data-dir",
+                     str(tmp_path / "data"), "--output-dir", str(out), "--no-progress", flag]) == 0
+        results = json.loads((out / "replay/results.json").read_text())
+        hashes[flag] = results["model"]["config_hash"]
+        assert results["meta"]["options"]["tf32"] is (flag == "--tf32")
+        assert results["model"]["config"].get("tf32", False) is (flag == "--tf32")
+        precisions[flag] = (torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision)
+    assert hashes["--tf32"] != hashes["--no-tf32"]
+    assert precisions == {"--tf32": ("tf32", "tf32"), "--no-tf32": ("ieee", "ieee")}

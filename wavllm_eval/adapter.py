@@ -53,6 +53,9 @@ class LoadOptions:
     # "auto": the adapter's faithful default (WavLLM: eager fp32 softmax attention, as released);
     # "sdpa" / "flash_attention_2": faster kernels on request, recorded in the configuration.
     attn: str = "auto"
+    # TF32 tensor-core matmuls and convolutions for fp32 weights on CUDA (--tf32); off: full IEEE fp32,
+    # also for cuDNN convolutions, which PyTorch would otherwise run in TF32 by default
+    tf32: bool = False
 
     def attention(self, faithful: str = "eager") -> str:
         return faithful if self.attn == "auto" else self.attn
@@ -186,6 +189,8 @@ def model_config(adapter_cls: type, model_id: str, path: Path | None, options: L
         config["max_new_tokens"] = options.max_new_tokens
     if options.attn != "auto":
         config["attn"] = options.attn
+    if options.tf32:
+        config["tf32"] = True
     decoding = getattr(adapter_cls, "decoding", None)
     if dataclasses.is_dataclass(decoding):
         config["decoding"] = dataclasses.asdict(decoding)
@@ -194,6 +199,25 @@ def model_config(adapter_cls: type, model_id: str, path: Path | None, options: L
 
             config["decoding"]["sampler"] = GUMBEL_VERSION
     return config
+
+
+def set_fp32_precision(tf32: bool) -> str:
+    """Set how CUDA runs fp32 matmuls and convolutions for this process; returns the setting's name.
+
+    The faithful default is IEEE fp32 everywhere (PyTorch's own default lets cuDNN convolutions, e.g.
+    Whisper's front end, use TF32); `--tf32` trades ~3 decimal digits of mantissa for tensor-core
+    speed on Ampere and later. No effect on the CPU."""
+    import torch
+
+    precision = "tf32" if tf32 else "ieee"
+    try:
+        torch.backends.cuda.matmul.fp32_precision = precision
+        torch.backends.cudnn.conv.fp32_precision = precision
+        torch.backends.cudnn.rnn.fp32_precision = precision
+    except AttributeError:  # torch < 2.9: the older switches
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        torch.backends.cudnn.allow_tf32 = tf32
+    return precision
 
 
 def left_pad_embeddings(sequences: Sequence[Any]) -> tuple[Any, Any]:

@@ -74,6 +74,8 @@ def run(
     resume: Annotated[bool, typer.Option("--resume/--no-resume", help="skip samples already written")] = True,
     attn: Annotated[str, typer.Option(
         "--attn", help="attention kernel: auto (the model's faithful default), eager, sdpa, flash_attention_2")] = "auto",
+    tf32: Annotated[bool, typer.Option(
+        "--tf32/--no-tf32", help="TF32 matmuls and convolutions for fp32 weights on CUDA (default: full fp32)")] = False,
     max_new_tokens: Annotated[int | None, typer.Option(
         "--max-new-tokens", help="cap on generated tokens per answer (a quick look; recorded in the configuration)")] = None,
     prompt_variants: Annotated[int, typer.Option(
@@ -106,7 +108,7 @@ def run(
                          f"--model-path must hold {', '.join(adapter_cls.required_files)}")
     options = RunOptions(batch_size=_parse_batch_size(batch_size), batch_audio_s=batch_audio_s, limit=limit,
                          seed=seed, resume=resume, device=device, dtype=dtype, max_new_tokens=max_new_tokens,
-                         check_batch_invariance=check_batch_invariance, attn=attn,
+                         check_batch_invariance=check_batch_invariance, attn=attn, tf32=tf32,
                          show_progress=progress and sys.stderr.isatty())
     task_ids = expand_task_ids(tasks, prompt_variants)
     explicit = [t.strip() for t in tasks.split(",") if t.strip() and _is_task_id(t.strip())]

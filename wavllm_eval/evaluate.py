@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from wavllm_eval import __version__
-from wavllm_eval.adapter import ModelAdapter, model_config
+from wavllm_eval.adapter import ModelAdapter, model_config, set_fp32_precision
 from wavllm_eval.distributed import Shard, ShardStore, merge_shards
 from wavllm_eval.errors import InputError
 from wavllm_eval.registry import make_task, model_class
@@ -95,6 +95,7 @@ def evaluate(request: EvaluationRequest, adapter: ModelAdapter | None = None) ->
                                  f"{request.model_id} needs {', '.join(missing)}",
                                  f"pass --model-path DIR holding {', '.join(adapter_cls.required_files)}")
             log.info("loading model %s", request.model_id)
+            set_fp32_precision(load_options.tf32)
             adapter = adapter_cls.load(request.model_path, load_options)  # type: ignore[attr-defined]
             model_loaded = True
         runner.adopt(adapter)
@@ -152,6 +153,7 @@ def evaluate(request: EvaluationRequest, adapter: ModelAdapter | None = None) ->
                 "options": {"batch_size": options.batch_size or "auto", "batch_audio_s": options.batch_audio_s,
                             "limit": options.limit, "device": options.device, "dtype": options.dtype,
                             "resume": options.resume, "max_new_tokens": options.max_new_tokens,
+                            "attn": options.attn, "tf32": options.tf32,
                             "batch_size_used": {t: r.batch_size for t, r in runs.items() if r.model_calls}},
                 "skipped_tasks": dict(skipped),
                 "hardware": hardware(),

@@ -54,10 +54,12 @@ class RunOptions:
     max_new_tokens: int | None = None  # cap on generated tokens (quick looks; tests' tiny models)
     check_batch_invariance: int = 0  # rerun this many samples per task at batch size 1 and compare
     attn: str = "auto"  # attention kernel (LoadOptions.attn)
+    tf32: bool = False  # TF32 matmuls/convolutions on CUDA (LoadOptions.tf32)
     show_progress: bool = True
 
     def load_options(self) -> LoadOptions:
-        return LoadOptions(device=self.device, dtype=self.dtype, max_new_tokens=self.max_new_tokens, attn=self.attn)
+        return LoadOptions(device=self.device, dtype=self.dtype, max_new_tokens=self.max_new_tokens, attn=self.attn,
+                           tf32=self.tf32)
 
 
 @dataclass
