@@ -32,6 +32,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +65,16 @@ PROMPT_SCALE_CACHE = 4096  # instructions whose LoRA scale is kept  # WavLLM's L
 
 def right_text(instruction: str) -> str:
     return " </SPEECH> " + instruction + " [/INST]"
+
+
+@dataclass(frozen=True)
+class AudioFeatures:
+    """The encoders' inputs of one signal (what `prepare_audio` computes ahead of the model)."""
+
+    whisper_mel: Any  # (n_chunks, n_mels, 3000) log-mel, each chunk padded to 30 s
+    mel_lengths: tuple[int, ...]  # unpadded mel frames of each chunk
+    wavlm_values: Any  # (1, n_samples)
+    wavlm_mask: Any  # (1, n_samples)
 
 
 @register_model("wavllm")
@@ -135,7 +146,26 @@ class WavLLMAdapter(SpeechLLMAdapter):
         """(1, T, llm_dim): the fused speech tokens of one clip."""
         return self.audio_embeddings_batch([waveform])[0]
 
+    def prepare_audio(self, prompt: Prompt) -> AudioFeatures:
+        """The encoders' inputs of one prompt's signal; the runner calls this in a background worker
+        while the previous batch runs, so the model thread starts from features."""
+        return self.audio_features(prompt.single_waveform())
+
+    def audio_features(self, waveform: np.ndarray) -> AudioFeatures:
+        """Log-mel of each 30 s chunk (each padded to 30 s) and the WavLM input of the whole signal."""
+        chunks = [waveform[i: i + CHUNK_SAMPLES] for i in range(0, max(len(waveform), 1), CHUNK_SAMPLES)]
+        mel = self.whisper_features(chunks, sampling_rate=SAMPLE_RATE_HZ, return_attention_mask=True,
+                                    return_tensors="pt")
+        wavlm_in = self.wavlm_features(waveform, sampling_rate=SAMPLE_RATE_HZ, return_attention_mask=True,
+                                       return_tensors="pt")
+        return AudioFeatures(mel.input_features, tuple(int(n) for n in mel.attention_mask.sum(-1)),
+                             wavlm_in.input_values, wavlm_in.get("attention_mask"))
+
     def audio_embeddings_batch(self, waveforms: Sequence[np.ndarray]) -> list[Any]:
+        """The fused speech tokens of each clip (see `embed_audio`)."""
+        return self.embed_audio([self.audio_features(w) for w in waveforms])
+
+    def embed_audio(self, features: Sequence[AudioFeatures]) -> list[Any]:
         """The fused speech tokens of each clip, as the official code computes them one clip at a time.
 
         Whisper: every clip is cut into 30 s chunks, each padded to 30 s, so a chunk's encoding does not
@@ -144,26 +174,17 @@ class WavLLMAdapter(SpeechLLMAdapter):
         see the zeros of a padded batch and change the numbers."""
         import torch
 
-        features, mel_lengths, counts = [], [], []
-        for waveform in waveforms:
-            chunks = [waveform[i: i + CHUNK_SAMPLES] for i in range(0, max(len(waveform), 1), CHUNK_SAMPLES)]
-            out = self.whisper_features(chunks, sampling_rate=SAMPLE_RATE_HZ, return_attention_mask=True,
-                                        return_tensors="pt")
-            features.append(out.input_features)
-            mel_lengths.append([int(n) for n in out.attention_mask.sum(-1)])
-            counts.append(len(chunks))
         model = self.model
         embeddings = []
         with torch.no_grad():
-            hidden = model.whisper(torch.cat(features).to(self.device, self.dtype)).last_hidden_state
-            for waveform, per_clip, lengths in zip(waveforms, hidden.split(counts), mel_lengths, strict=True):
-                keep = max((n - 1) // 2 + 1 for n in lengths)  # the longest chunk's frames, in every chunk
+            hidden = model.whisper(torch.cat([f.whisper_mel for f in features]).to(self.device, self.dtype))
+            counts = [len(f.mel_lengths) for f in features]
+            for feature, per_clip in zip(features, hidden.last_hidden_state.split(counts), strict=True):
+                keep = max((n - 1) // 2 + 1 for n in feature.mel_lengths)  # the longest chunk's frames, in every chunk
                 projected = model.whisper_head(per_clip[:, :keep])
                 whisper_stream = projected.reshape(1, -1, projected.shape[-1])
-                wavlm_in = self.wavlm_features(waveform, sampling_rate=SAMPLE_RATE_HZ, return_attention_mask=True,
-                                               return_tensors="pt")
-                wavlm_stream = model.encode_wavlm(wavlm_in.input_values.to(self.device, self.dtype),
-                                                  wavlm_in.get("attention_mask").to(self.device))
+                wavlm_stream = model.encode_wavlm(feature.wavlm_values.to(self.device, self.dtype),
+                                                  feature.wavlm_mask.to(self.device))
                 embeddings.append(model.fuse(whisper_stream, wavlm_stream))
         return embeddings
 
@@ -202,7 +223,8 @@ class WavLLMAdapter(SpeechLLMAdapter):
         return inputs, self.prompt_scale(prompt.text), len(right)
 
     def build_inputs(self, prompts: Sequence[Prompt]) -> list[tuple[Any, Any, int]]:
-        audio = self.audio_embeddings_batch([p.single_waveform() for p in prompts])
+        audio = self.embed_audio([p.prepared if isinstance(p.prepared, AudioFeatures) else
+                                  self.audio_features(p.single_waveform()) for p in prompts])
         built = [self.input_embeddings(p, a) for p, a in zip(prompts, audio, strict=True)]
         # kept for score_choices on the same prompts (the runner scores right after generating)
         self._prefix_cache = {p.sample_id: (b[0], b[1]) for p, b in zip(prompts, built, strict=True)}

@@ -12,7 +12,7 @@ import dataclasses
 import hashlib
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -187,7 +187,8 @@ class Runner:
         if too_long:
             self._write(task, too_long, stats)
         audio_done_s, started = 0.0, time.perf_counter()
-        with self._progress_bar() as progress, AudioPrefetcher(self._needs_audio()) as prefetch:
+        prefetcher = AudioPrefetcher(self._needs_audio(), prepare=getattr(self.adapter, "prepare_audio", None))
+        with self._progress_bar() as progress, prefetcher as prefetch:
             bar = progress.add_task(task.id, total=len(todo), completed=len(too_long), rate="")
             batches = duration_batches(runnable, self.batch_size, self.audio_budget_s)
             if batches:
@@ -237,12 +238,13 @@ class Runner:
         prompts: list[Prompt] = []
         by_id: dict[str, Sample] = {}
         for sample in batch:
-            waveforms = prefetch.result(sample)
-            if isinstance(waveforms, AudioReadError):
-                records[sample.id] = Record(sample.id, "", sample.reference, "failed", str(waveforms),
+            decoded = prefetch.result(sample)
+            if isinstance(decoded, AudioReadError):
+                records[sample.id] = Record(sample.id, "", sample.reference, "failed", str(decoded),
                                             meta=_meta(task, sample), task=task.id)
                 continue
-            prompt = dataclasses.replace(task.build_prompt(sample), waveforms=waveforms)
+            prompt = dataclasses.replace(task.build_prompt(sample), waveforms=decoded.waveforms,
+                                         prepared=decoded.prepared)
             prompts.append(prompt)
             by_id[sample.id] = sample
         seeds = [sample_seed(self.options.seed, task.id, p.sample_id) for p in prompts]
@@ -324,14 +326,24 @@ class Runner:
         )
 
 
+@dataclass(frozen=True)
+class DecodedAudio:
+    waveforms: tuple[np.ndarray, ...] = ()
+    prepared: Any = None  # the adapter's prepare_audio result, or None
+
+
 class AudioPrefetcher:
     """Decodes (and resamples) the next batch's clips in background threads while the model runs,
-    so the model never waits for I/O; soundfile and soxr release the GIL while they work. A sample
-    whose audio cannot be read yields its AudioReadError, which the runner records as `failed`."""
+    and computes what the adapter's `prepare_audio` derives from them (WavLLM: log-mel and WavLM
+    inputs), so the model thread never waits for I/O or feature extraction; soundfile, soxr and
+    torch release the GIL while they work. A sample whose audio cannot be read yields its
+    AudioReadError, which the runner records as `failed`."""
 
-    def __init__(self, enabled: bool = True, workers: int = 2) -> None:
+    def __init__(self, enabled: bool = True, workers: int = 2,
+                 prepare: Callable[[Prompt], Any] | None = None) -> None:
         self.enabled = enabled
         self.workers = workers
+        self.prepare = prepare
         self._pool: ThreadPoolExecutor | None = None
         self._pending: dict[int, Future] = {}
 
@@ -351,20 +363,27 @@ class AudioPrefetcher:
             return
         for sample in batch:
             if id(sample) not in self._pending:
-                self._pending[id(sample)] = self._pool.submit(_decode, sample)
+                self._pending[id(sample)] = self._pool.submit(_decode, sample, self.prepare)
 
-    def result(self, sample: Sample) -> tuple[np.ndarray, ...] | AudioReadError:
+    def result(self, sample: Sample) -> DecodedAudio | AudioReadError:
         if not self.enabled:
-            return ()
+            return DecodedAudio()
         future = self._pending.pop(id(sample), None)
-        return future.result() if future is not None else _decode(sample)
+        return future.result() if future is not None else _decode(sample, self.prepare)
 
 
-def _decode(sample: Sample) -> tuple[np.ndarray, ...] | AudioReadError:
+def _decode(sample: Sample, prepare: Callable[[Prompt], Any] | None = None) -> DecodedAudio | AudioReadError:
     try:
-        return tuple(load_audio(ref) for ref in sample.audio)
+        waveforms = tuple(load_audio(ref) for ref in sample.audio)
     except AudioReadError as exc:
         return exc
+    prepared = None
+    if prepare is not None:
+        try:
+            prepared = prepare(Prompt(sample.id, "", sample.audio, waveforms=waveforms))
+        except Exception:  # noqa: BLE001 - the adapter computes it again in generate, where errors are recorded
+            log.debug("prepare_audio failed for %s; computed again in the model thread", sample.id, exc_info=True)
+    return DecodedAudio(waveforms, prepared)
 
 
 def batch_invariance(adapter: ModelAdapter, task: Task, samples: Sequence[Sample], records: Sequence[Record],
@@ -375,10 +394,10 @@ def batch_invariance(adapter: ModelAdapter, task: Task, samples: Sequence[Sample
     chosen = sorted((s for s in samples if s.id in stored), key=lambda s: s.id)[:k]
     differing = []
     for sample in chosen:
-        waveforms = _decode(sample) if getattr(adapter, "needs_audio", True) else ()
-        if isinstance(waveforms, AudioReadError):
+        decoded = _decode(sample) if getattr(adapter, "needs_audio", True) else DecodedAudio()
+        if isinstance(decoded, AudioReadError):
             continue
-        prompt = dataclasses.replace(task.build_prompt(sample), waveforms=waveforms)
+        prompt = dataclasses.replace(task.build_prompt(sample), waveforms=decoded.waveforms)
         [alone] = adapter.generate([prompt], [sample_seed(run_seed, task.id, sample.id)])
         if alone.text != stored[sample.id].prediction:
             differing.append({"id": sample.id, "batched": stored[sample.id].prediction, "alone": alone.text})

@@ -56,6 +56,9 @@ class Prompt:
     max_new_tokens: int = 256
     # Decoded 16 kHz mono float32 audio, one array per AudioRef; filled by the runner.
     waveforms: tuple[np.ndarray, ...] = ()
+    # What the adapter's optional `prepare_audio(prompt)` computed from the waveforms (e.g. log-mel
+    # features) in a background worker while the previous batch ran; None: the adapter computes it.
+    prepared: Any = field(default=None, compare=False, repr=False)
 
     def single_waveform(self) -> np.ndarray:
         """The one signal a single-input model hears: the clips in order, `CLIP_GAP_S` of silence
