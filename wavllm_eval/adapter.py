@@ -95,6 +95,9 @@ class BaseAdapter:
 
     `convert(src, out)` is an optional classmethod: an adapter whose released checkpoint needs a
     one-off conversion defines it, and `wavllm-eval convert --model ID` finds it there.
+    `prepare_audio(prompt)` is an optional method: what depends only on the decoded audio (features),
+    computed by the runner's prefetch workers and handed back as `prompt.prepared`; `generate` must
+    give the same answer with or without it.
     """
 
     id: str = ""
