@@ -113,6 +113,8 @@ def load_weights(model: WavLLMModel, weights: Path, trusted: bool = False) -> No
     if weights.suffix == ".safetensors":
         from safetensors.torch import load_file
 
+        # load_file maps the file and assign=True makes the mapped tensors the parameters: at the
+        # stored dtype nothing is copied into RAM (pages are read on first use); test_wavllm checks it
         state = load_file(str(weights))
         result = model.load_state_dict(state, strict=False, assign=True)
         if result.missing_keys or result.unexpected_keys:

@@ -454,3 +454,24 @@ def _wrap_build_inputs(original, seen):
         seen.extend(p.prepared is not None for p in prompts)
         return original(self, prompts)
     return build_inputs
+
+
+def test_converted_weights_are_memory_mapped_not_copied(tiny, tmp_path):
+    """A converted folder loads by mapping model.safetensors: at fp32 every parameter's memory is the
+    file's pages (a 30 GB checkpoint is not read into RAM first); /proc/self/maps says which file."""
+    from wavllm_eval.model_zoo._wavllm_checkpoint import convert_checkpoint
+    from wavllm_eval.model_zoo.wavllm import WavLLMGreedyAdapter
+
+    out = convert_checkpoint(tiny[0], tmp_path / "converted")
+    loaded = WavLLMGreedyAdapter.load(out, LoadOptions(device="cpu", dtype="float32"))
+    target = str((out / "model.safetensors").resolve())
+    mapped = []
+    for line in open("/proc/self/maps", encoding="utf-8"):
+        fields = line.split()
+        if len(fields) >= 6 and fields[5] == target:
+            low, high = (int(x, 16) for x in fields[0].split("-"))
+            mapped.append((low, high))
+    assert mapped, "model.safetensors is not mapped"
+    params = list(loaded.model.parameters())
+    outside = [p.shape for p in params if not any(lo <= p.data_ptr() < hi for lo, hi in mapped)]
+    assert not outside, f"{len(outside)} of {len(params)} parameters were copied out of the file"
