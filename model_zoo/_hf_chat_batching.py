@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from wavllm_eval.adapter import SpeechLLMAdapter, token_logprob_sum
+from wavllm_eval.adapter import FirstTokenTimer, SpeechLLMAdapter, token_logprob_sum
 from wavllm_eval.errors import InputError
 from wavllm_eval.types import SAMPLE_RATE_HZ, Generation, Prompt
 
@@ -135,12 +135,14 @@ class HFAudioChatAdapter(SpeechLLMAdapter):
 
         if not prompts:
             return []
+        timer = FirstTokenTimer()
         inputs = self.inputs_for(prompts)
         limit = self.options.cap(max(p.max_new_tokens for p in prompts))
         with torch.no_grad():
             out = self.model.generate(**inputs, max_new_tokens=limit, min_new_tokens=MIN_NEW_TOKENS,
                                       do_sample=False, num_beams=1, temperature=None, top_p=None, top_k=None,
-                                      eos_token_id=self.stop_ids, pad_token_id=self.pad_id)
+                                      eos_token_id=self.stop_ids, pad_token_id=self.pad_id,
+                                      logits_processor=[timer])
         prompt_len = inputs["input_ids"].shape[1]
         generations = []
         for row, prompt in zip(out[:, prompt_len:].tolist(), prompts, strict=True):
@@ -151,7 +153,7 @@ class HFAudioChatAdapter(SpeechLLMAdapter):
                     break
             text = self.tokenizer.decode(row, skip_special_tokens=True, clean_up_tokenization_spaces=False)
             generations.append(Generation(text, n_new_tokens=len(row)))
-        return generations
+        return timer.stamp(generations)
 
     def choice_token_ids(self, choice: str) -> list[int]:
         """A candidate's tokens as the assistant's first words (no leading space, no special tokens)."""

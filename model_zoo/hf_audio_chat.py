@@ -32,6 +32,7 @@ from wavllm_eval.model_zoo._hf_audio_chat_table import PROBE, UNSET, FamilySetti
 
 from wavllm_eval.adapter import (
     DecodingConfig,
+    FirstTokenTimer,
     LoadOptions,
     SpeechLLMAdapter,
     resolve_device,
@@ -187,10 +188,12 @@ class NativeAudioChatAdapter(SpeechLLMAdapter):
     def _generate_batch(self, prompts: Sequence[Prompt]) -> list[Generation]:
         import torch
 
+        timer = FirstTokenTimer()
         limits = [self.options.cap(p.max_new_tokens) for p in prompts]
         inputs = self.batch(prompts)
         with torch.no_grad():
-            out = self.model.generate(**inputs, generation_config=self.generation_config(max(limits)))
+            out = self.model.generate(**inputs, generation_config=self.generation_config(max(limits)),
+                                      logits_processor=[timer])
         new = out[:, inputs["input_ids"].shape[1]:].tolist()
         generations = []
         for row, limit in zip(new, limits, strict=True):
@@ -198,7 +201,7 @@ class NativeAudioChatAdapter(SpeechLLMAdapter):
             stop = next((i for i, t in enumerate(tokens) if t in self.eos_ids), len(tokens))
             tokens = tokens[:stop]
             generations.append(Generation(self.decode(tokens), n_new_tokens=len(tokens)))
-        return generations
+        return timer.stamp(generations)
 
     def decode(self, tokens: list[int]) -> str:
         """Answer text. Qwen3-ASR: the transcript after `<asr_text>`, by the processor's own parser;

@@ -39,6 +39,7 @@ import numpy as np
 
 from wavllm_eval.adapter import (
     DecodingConfig,
+    FirstTokenTimer,
     LoadOptions,
     SpeechLLMAdapter,
     left_pad_embeddings,
@@ -210,10 +211,11 @@ class QwenAudioAdapter(SpeechLLMAdapter):
     def _generate_batch(self, prompts: Sequence[Prompt]) -> list[Generation]:
         # The eval scripts decode the text before the first eod; special tags are dropped here
         # (the release's skip_special_tokens), as its scorers strip `<|...|>` anyway.
-        return [Generation(self.tokenizer.decode(tokens, skip_special_tokens=True).strip(), n_new_tokens=len(tokens))
-                for tokens in self.generate_ids(prompts)]
+        timer = FirstTokenTimer()
+        return timer.stamp([Generation(self.tokenizer.decode(tokens, skip_special_tokens=True).strip(),
+                                       n_new_tokens=len(tokens)) for tokens in self.generate_ids(prompts, timer)])
 
-    def generate_ids(self, prompts: Sequence[Prompt]) -> list[list[int]]:
+    def generate_ids(self, prompts: Sequence[Prompt], timer: FirstTokenTimer | None = None) -> list[list[int]]:
         """Greedy new-token ids of each prompt, cut before its first stop token and at its own limit;
         one left-padded batch (positions follow the mask, so each row equals its batch-size-1 run)."""
         import torch
@@ -231,7 +233,8 @@ class QwenAudioAdapter(SpeechLLMAdapter):
             out = self.model.llm.generate(
                 inputs_embeds=inputs, attention_mask=mask, max_new_tokens=max(limits),
                 min_new_tokens=min(self.min_new_tokens, max(limits)), do_sample=False, num_beams=1,
-                eos_token_id=self.stop_ids, pad_token_id=self.tokenizer.eod_id)
+                eos_token_id=self.stop_ids, pad_token_id=self.tokenizer.eod_id,
+                logits_processor=[timer] if timer is not None else [])
         rows = []
         for row, limit in zip(out.tolist(), limits, strict=True):
             tokens = row[:limit]

@@ -54,6 +54,7 @@ import numpy as np
 
 from wavllm_eval.adapter import (
     DecodingConfig,
+    FirstTokenTimer,
     LoadOptions,
     SpeechLLMAdapter,
     left_pad_embeddings,
@@ -236,6 +237,7 @@ class Salmonn13BAdapter(SpeechLLMAdapter):
         import torch
         from transformers import GenerationConfig
 
+        timer = FirstTokenTimer()
         inputs, mask = left_pad_embeddings(self.input_embeddings(prompts))
         decoding = self.decoding
         # An explicit config: Vicuna's generation_config.json (sampling, T 0.9) must not leak in.
@@ -244,12 +246,13 @@ class Salmonn13BAdapter(SpeechLLMAdapter):
                                   do_sample=decoding.do_sample, length_penalty=1.0, repetition_penalty=1.0,
                                   early_stopping=False, eos_token_id=EOS, bos_token_id=BOS, pad_token_id=UNK)
         with torch.no_grad(), self._autocast():
-            out = self.model.causal_lm.generate(inputs_embeds=inputs, attention_mask=mask, generation_config=config)
+            out = self.model.causal_lm.generate(inputs_embeds=inputs, attention_mask=mask, generation_config=config,
+                                               logits_processor=[timer])
         generations = []
         for row in out.tolist():
             tokens = row[: row.index(EOS)] if EOS in row else row
             generations.append(Generation(self.tokenizer.decode(tokens).strip(), n_new_tokens=len(tokens)))
-        return generations
+        return timer.stamp(generations)
 
     def score_choices(self, prompts: Sequence[Prompt]) -> list[list[float]]:
         """log P(choice | audio, prompt): the choice's tokens (SentencePiece, leading '▁', as the

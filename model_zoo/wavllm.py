@@ -40,6 +40,7 @@ import numpy as np
 
 from wavllm_eval.adapter import (
     DecodingConfig,
+    FirstTokenTimer,
     LoadOptions,
     SpeechLLMAdapter,
     left_pad_embeddings,
@@ -234,6 +235,7 @@ class WavLLMAdapter(SpeechLLMAdapter):
     def _generate_batch(self, prompts: Sequence[Prompt], seeds: Sequence[int] | None = None) -> list[Generation]:
         import torch
 
+        timer = FirstTokenTimer()
         built = self.build_inputs(prompts)
         # 512 generator steps include the forced right prompt (its first token is the BOS)
         limits = [self.options.cap(MAX_STEPS - (n_right - 1)) for _, _, n_right in built]
@@ -241,13 +243,13 @@ class WavLLMAdapter(SpeechLLMAdapter):
         self.model.lora_scale.value = torch.cat([b[1] for b in built])
         decoding = self.decoding
         # sampling: the seeded Gumbel-max processor under greedy search, so the batch equals batch 1
-        sampling = {"logits_processor": [self.sampler(seeds)]} if decoding.do_sample and seeds is not None else {}
+        processors = [self.sampler(seeds)] if decoding.do_sample and seeds is not None else []
         try:
             with torch.no_grad():
                 out = self.model.llama.generate(
                     inputs_embeds=inputs, attention_mask=mask, max_new_tokens=max(limits), min_new_tokens=1,
                     do_sample=False, num_beams=decoding.num_beams, bad_words_ids=[[UNK]], eos_token_id=EOS,
-                    pad_token_id=UNK, **sampling)
+                    pad_token_id=UNK, logits_processor=[*processors, timer])
         finally:
             self.model.lora_scale.value = None
         generations = []
@@ -256,7 +258,7 @@ class WavLLMAdapter(SpeechLLMAdapter):
             if EOS in tokens:
                 tokens = tokens[: tokens.index(EOS)]
             generations.append(Generation(self.tokenizer.decode(tokens), n_new_tokens=len(tokens)))
-        return generations
+        return timer.stamp(generations)
 
     def score_choices(self, prompts: Sequence[Prompt]) -> list[list[float]]:
         """log P(choice | audio, prompt): summed log-probabilities of each choice's tokens after the

@@ -9,6 +9,12 @@ from pathlib import Path
 from typing import Any
 
 from wavllm_eval.reports.compare import PairedComparison, compare_runs
+from wavllm_eval.reports.efficiency import (
+    efficiency_records,
+    efficiency_rows,
+    insert_efficiency_html,
+    render_efficiency_markdown,
+)
 from wavllm_eval.reports.html import render_html
 from wavllm_eval.reports.robustness import VariantSpread, variant_spreads
 from wavllm_eval.reports.runs import RunResult, load_runs
@@ -87,12 +93,16 @@ def write_report(run_dirs: Sequence[Path], out_dir: Path, formats: Sequence[str]
     comparisons, candidates = comparisons_against_first(runs)
     baseline = runs[0].label if runs else ""
     repro = reproducibility(runs)
+    efficiency = efficiency_rows(runs)
     renderers: Mapping[str, Any] = {
-        "md": lambda: render_markdown(table, comparisons, baseline, repro, notes, candidates) + render_spreads_markdown(spreads),
+        "md": lambda: (render_markdown(table, comparisons, baseline, repro, notes, candidates)
+                       + render_spreads_markdown(spreads) + render_efficiency_markdown(efficiency)),
         "csv": lambda: render_csv(table),
-        "json": lambda: with_spreads_json(render_json(table, comparisons, repro, candidates), spreads),
+        "json": lambda: with_spreads_json(render_json(table, comparisons, repro, candidates), spreads,
+                                            efficiency_records(runs)),
         "latex": lambda: render_latex(table),
-        "html": lambda: insert_spreads_html(render_html(runs, table, comparisons, baseline, repro, notes, candidates), spreads),
+        "html": lambda: insert_efficiency_html(insert_spreads_html(
+            render_html(runs, table, comparisons, baseline, repro, notes, candidates), spreads), efficiency),
     }
     return [write_text(Path(out_dir) / FILE_NAMES[f], renderers[f]()) for f in formats]
 
@@ -120,11 +130,12 @@ def render_spreads_markdown(spreads: Sequence[VariantSpread]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def with_spreads_json(text: str, spreads: Sequence[VariantSpread]) -> str:
+def with_spreads_json(text: str, spreads: Sequence[VariantSpread], efficiency: Sequence[Mapping[str, Any]] = ()) -> str:
     import json
 
     payload = json.loads(text)
     payload["prompt_robustness"] = [s.to_json() for s in spreads]
+    payload["efficiency"] = list(efficiency)
     return json.dumps(payload, ensure_ascii=False, indent=2, default=str) + "\n"
 
 

@@ -273,6 +273,9 @@ def test_end_to_end_run_on_every_shared_manifest(tiny, tmp_path, shared_data):
     records = [json.loads(x) for x in (out / "wavllm/samples/librispeech-test-clean.jsonl").read_text().splitlines()]
     assert records[0]["status"] == "ok" and records[0]["meta"]["n_new_tokens"] == 6  # the cap held
     assert results["model"]["config"]["max_new_tokens"] == 6
+    # time to first token: measured in the model call (audio encoding + prefill), before the 5 later steps
+    throughput = results["tasks"]["librispeech-test-clean"]["throughput"]
+    assert throughput["ttft_calls"] == 1 and 0 < throughput["ttft_s_mean"] < throughput["model_s"]
 
 
 def test_long_audio_is_chunked_at_30_seconds_as_the_official_code(tiny, adapter):

@@ -14,6 +14,7 @@ clip. The model's audio limit (`max_audio_s`) applies to each clip, never to a t
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -221,6 +222,27 @@ def set_fp32_precision(tf32: bool) -> str:
         torch.backends.cuda.matmul.allow_tf32 = tf32
         torch.backends.cudnn.allow_tf32 = tf32
     return precision
+
+
+class FirstTokenTimer:
+    """A logits processor that changes nothing and notes when it is first called: the moment the
+    first new token's logits exist, i.e. after audio encoding and prefill. Created when an adapter's
+    generate call starts; `stamp` puts the measured time to first token on that call's answers."""
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+        self.first: float | None = None
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        if self.first is None:
+            self.first = time.perf_counter()
+        return scores
+
+    def stamp(self, generations: Sequence[Generation]) -> list[Generation]:
+        if self.first is None:
+            return list(generations)
+        seconds = self.first - self.started
+        return [dataclasses.replace(g, first_token_s=seconds) for g in generations]
 
 
 def left_pad_embeddings(sequences: Sequence[Any]) -> tuple[Any, Any]:

@@ -70,9 +70,12 @@ class Throughput:
     audio_s: float = 0.0
     model_s: float = 0.0
     new_tokens: int = 0
+    first_token_s: list[float] = field(default_factory=list)  # per model call, where the adapter measures it
 
     def to_json(self) -> dict[str, float]:
-        return {
+        ttft = {"ttft_s_mean": round(float(np.mean(self.first_token_s)), 4), "ttft_calls": len(self.first_token_s)
+                } if self.first_token_s else {}
+        return {**ttft,
             "n_samples": self.n_samples,
             "audio_s": round(self.audio_s, 3),
             "model_s": round(self.model_s, 3),
@@ -295,6 +298,9 @@ class Runner:
         throughput.n_samples += len(prompts)
         throughput.audio_s += sum(durations[p.sample_id] for p in prompts)
         throughput.new_tokens += sum(g.n_new_tokens for g in generations)
+        first = [g.first_token_s for g in generations if g.first_token_s is not None]
+        if first:
+            throughput.first_token_s.append(min(first))
         yield from zip(prompts, seeds, generations, strict=True)
 
     def _call_model(self, prompts: list[Prompt], seeds: list[int]) -> list[Generation]:

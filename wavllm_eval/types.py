@@ -80,6 +80,9 @@ class Generation:
     text: str
     n_new_tokens: int = 0
     choice_logprobs: tuple[float, ...] = ()
+    # seconds from the start of the adapter's generate call to the first new token's logits (its
+    # batch's time to first token: audio encoding and prefill); None where the adapter cannot tell
+    first_token_s: float | None = field(default=None, compare=False)  # a measurement, not an answer
 
 
 @dataclass(frozen=True)
