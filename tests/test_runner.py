@@ -285,3 +285,17 @@ def test_tf32_is_part_of_the_configuration_and_sets_cuda_precision(tmp_path, cor
         precisions[flag] = (torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision)
     assert hashes["--tf32"] != hashes["--no-tf32"]
     assert precisions == {"--tf32": ("tf32", "tf32"), "--no-tf32": ("ieee", "ieee")}
+
+
+def test_peak_memory_is_the_model_phase_not_what_came_before():
+    import numpy as np
+
+    from wavllm_eval.runner import peak_memory_now, reset_peak_memory
+
+    before = peak_memory_now()["rss_mib"]
+    block = np.ones(300 * 2**20 // 8)  # 300 MiB, touched
+    del block
+    high = peak_memory_now()["rss_mib"]
+    assert high >= before + 250
+    reset_peak_memory()  # what a task's model phase starts with
+    assert peak_memory_now()["rss_mib"] < high - 250

@@ -94,6 +94,7 @@ class TaskRun:
     oom_backoffs: int = 0
     wall_s: float = 0.0
     redone: int = 0  # stored samples whose input changed since they were written, run again
+    peak_memory: dict[str, float] = field(default_factory=dict)  # at the end of the model phase
 
     def throughput_json(self, device: str) -> dict[str, Any]:
         """The efficiency protocol of results.json: model-side and wall-clock RTFx, tokens/s, the
@@ -104,7 +105,7 @@ class TaskRun:
         out["batch_size_used"] = self.batch_size
         out["oom_backoffs"] = self.oom_backoffs
         out["device"] = device
-        out["peak_memory"] = peak_memory_now()
+        out["peak_memory"] = self.peak_memory or peak_memory_now()
         return out
 
 
@@ -190,6 +191,7 @@ class Runner:
         if too_long:
             self._write(task, too_long, stats)
         audio_done_s, started = 0.0, time.perf_counter()
+        reset_peak_memory()  # the recorded peak is this task's model phase, not what ran or scores around it
         prefetcher = AudioPrefetcher(self._needs_audio(), prepare=getattr(self.adapter, "prepare_audio", None))
         with self._progress_bar() as progress, prefetcher as prefetch:
             bar = progress.add_task(task.id, total=len(todo), completed=len(too_long), rate="")
@@ -213,6 +215,7 @@ class Runner:
                 rate = f"{done / elapsed:.2f} samples/s · {audio_done_s / elapsed:.1f} audio-s/s"
                 progress.update(bar, advance=len(batch), rate=rate)
         stats.batch_size = self.batch_size
+        stats.peak_memory = peak_memory_now()
         stats.wall_s = time.perf_counter() - wall_started
         return stats
 
@@ -448,12 +451,40 @@ def _file_size(path) -> int:
         return -1
 
 
-def peak_memory_now() -> dict[str, float]:
-    """Peak memory so far: CUDA allocated/reserved when a GPU is in use, else the process's max RSS."""
-    import resource
+def reset_peak_memory() -> None:
+    """Start a new peak: CUDA's peak counters, and on Linux the process's high-water RSS mark
+    (`5` written to /proc/self/clear_refs resets VmHWM); elsewhere the RSS peak stays the process's."""
     import sys
 
-    out: dict[str, float] = {"rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.reset_peak_memory_stats()
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as handle:
+            handle.write("5")
+    except OSError:
+        pass
+
+
+def _peak_rss_mib() -> float:
+    try:
+        with open("/proc/self/status", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except (OSError, ValueError):
+        pass
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def peak_memory_now() -> dict[str, float]:
+    """Peak memory since the last reset_peak_memory: CUDA allocated/reserved when a GPU is in use,
+    and the process's high-water RSS."""
+    import sys
+
+    out: dict[str, float] = {"rss_mib": _peak_rss_mib()}
     torch = sys.modules.get("torch")
     if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
         out["cuda_allocated_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
