@@ -149,8 +149,13 @@ class WavLLMAdapter(SpeechLLMAdapter):
 
     def prepare_audio(self, prompt: Prompt) -> AudioFeatures:
         """The encoders' inputs of one prompt's signal; the runner calls this in a background worker
-        while the previous batch runs, so the model thread starts from features."""
-        return self.audio_features(prompt.single_waveform())
+        while the previous batch runs, so the model thread starts from features. On a GPU they are
+        pinned here, so the model thread's copies to the device are asynchronous."""
+        features = self.audio_features(prompt.single_waveform())
+        if str(self.device).startswith("cuda"):
+            features = AudioFeatures(features.whisper_mel.pin_memory(), features.mel_lengths,
+                                     features.wavlm_values.pin_memory(), features.wavlm_mask.pin_memory())
+        return features
 
     def audio_features(self, waveform: np.ndarray) -> AudioFeatures:
         """Log-mel of each 30 s chunk (each padded to 30 s) and the WavLM input of the whole signal."""
@@ -178,14 +183,16 @@ class WavLLMAdapter(SpeechLLMAdapter):
         model = self.model
         embeddings = []
         with torch.no_grad():
-            hidden = model.whisper(torch.cat([f.whisper_mel for f in features]).to(self.device, self.dtype))
+            # each clip's (pinned) features go to the device on their own, then are joined there
+            mel = torch.cat([f.whisper_mel.to(self.device, non_blocking=True) for f in features])
+            hidden = model.whisper(mel.to(self.dtype))
             counts = [len(f.mel_lengths) for f in features]
             for feature, per_clip in zip(features, hidden.last_hidden_state.split(counts), strict=True):
                 keep = max((n - 1) // 2 + 1 for n in feature.mel_lengths)  # the longest chunk's frames, in every chunk
                 projected = model.whisper_head(per_clip[:, :keep])
                 whisper_stream = projected.reshape(1, -1, projected.shape[-1])
-                wavlm_stream = model.encode_wavlm(feature.wavlm_values.to(self.device, self.dtype),
-                                                  feature.wavlm_mask.to(self.device))
+                wavlm_stream = model.encode_wavlm(feature.wavlm_values.to(self.device, non_blocking=True).to(self.dtype),
+                                                  feature.wavlm_mask.to(self.device, non_blocking=True))
                 embeddings.append(model.fuse(whisper_stream, wavlm_stream))
         return embeddings
 
