@@ -96,6 +96,15 @@ def test_the_harness_uses_the_guarded_normaliser():
     assert isinstance(normalise.apply, GuardedEnglishTextNormalizer)
 
 
+def test_another_release_of_the_reference_is_used_unguarded(monkeypatch):
+    import wavllm_eval.whisper_fast as fast
+
+    reference = EnglishTextNormalizer()
+    assert isinstance(fast.guarded_or_reference(reference), GuardedEnglishTextNormalizer)
+    monkeypatch.setattr(fast, "reference_source_sha256", lambda: "0" * 64)  # as if its code had changed
+    assert fast.guarded_or_reference(reference) is reference
+
+
 def lowercase_no_punctuation_reference(text: str) -> str:
     text = unicodedata.normalize("NFKC", text).lower()
     text = re.sub(r"[’'`]", "", text)

@@ -40,11 +40,11 @@ def whisper_english() -> Normaliser:
     """
     from whisper_normalizer.english import EnglishTextNormalizer
 
-    from wavllm_eval.whisper_fast import GuardedEnglishTextNormalizer
+    from wavllm_eval.whisper_fast import guarded_or_reference
 
     # the package's own steps, each skipped where it provably cannot change the string (~8x faster;
     # identical output, so the identity stays the package's)
-    impl = GuardedEnglishTextNormalizer(EnglishTextNormalizer())
+    impl = guarded_or_reference(EnglishTextNormalizer())
     return Normaliser(
         "whisper_english", f"whisper-english/whisper-normalizer=={_version('whisper-normalizer')}", impl
     )
