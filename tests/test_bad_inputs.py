@@ -11,7 +11,8 @@ the real PocketSphinx model on inputs from `tests/bad_inputs.py`, and is held to
 * Either: for inputs a harness may reasonably accept or reject (a UTF-16 manifest, a 200 KiB
   field), whichever happens must be one of the two above.
 
-The independent CLI cases run four at a time (they are mostly interpreter start-up).
+The independent CLI cases run four at a time (they are mostly interpreter start-up); three PerSample
+cases of three different tasks share one launch (SHARED_LAUNCH), each still checked on its own.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
@@ -406,14 +407,42 @@ CASES: dict[str, Callable[[Path], Case]] = {
 }
 
 
+SHARED_LAUNCH = ("crlf_and_trailing_blank_lines", "mustc_segment_past_the_end", "voxceleb_absent_files")
+"""PerSample cases of three different tasks, run by one `run --tasks A,B,C` launch: one interpreter
+start and one PocketSphinx load instead of three (each model-loading launch costs ~3 s of CPU). Each
+case is still checked on its own: its task's JSONL, its task's results.json entry, exit 0."""
+
+
+def joined_args(cases: list[Case], out: Path) -> list[str]:
+    """The one `run` that evaluates every case's task on that case's data, writing under `out`. Each
+    case's own args must be exactly `run_args(task, data, its out)`, so no option is lost in the join."""
+    tasks: list[str] = []
+    data: list[str] = []
+    for case in cases:
+        pair = case.args[case.args.index("--data") + 1]
+        task, _, path = pair.partition("=")
+        assert case.args == run_args(task, Path(path), case.out) and isinstance(case.expect, PerSample), case
+        assert task not in tasks, f"{task} twice: a shared launch runs each task once"
+        tasks.append(task)
+        data += ["--data", pair]
+    return ["run", "--tasks", ",".join(tasks), "--model", "pocketsphinx", *data, "--output-dir", str(out),
+            "--batch-size", "1", "--no-progress"]
+
+
 @pytest.fixture(scope="module")
 def outcomes(tmp_path_factory) -> dict[str, tuple[Case, CliResult]]:
-    """Build every case, then run them four at a time."""
+    """Build every case, then run them four at a time (SHARED_LAUNCH's cases as one launch)."""
     root = tmp_path_factory.mktemp("bad_inputs")
     cases = {name: builder(root / name) for name, builder in CASES.items()}
+    shared_out = root / "shared_launch" / "out"
+    launches = {name: case.args for name, case in cases.items() if name not in SHARED_LAUNCH}
+    launches["<shared>"] = joined_args([cases[name] for name in SHARED_LAUNCH], shared_out)
+    for name in SHARED_LAUNCH:
+        cases[name] = replace(cases[name], args=launches["<shared>"], out=shared_out)
     with ThreadPoolExecutor(max_workers=4) as pool:
-        futures = {name: pool.submit(run_cli, case.args) for name, case in cases.items()}
-        return {name: (cases[name], future.result()) for name, future in futures.items()}
+        futures = {name: pool.submit(run_cli, args) for name, args in launches.items()}
+        results = {name: future.result() for name, future in futures.items()}
+    return {name: (case, results["<shared>" if name in SHARED_LAUNCH else name]) for name, case in cases.items()}
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
