@@ -95,8 +95,9 @@ def evaluate(request: EvaluationRequest, adapter: ModelAdapter | None = None) ->
                                  f"{request.model_id} needs {', '.join(missing)}",
                                  f"pass --model-path DIR holding {', '.join(adapter_cls.required_files)}")
             log.info("loading model %s", request.model_id)
-            set_fp32_precision(load_options.tf32)
             adapter = adapter_cls.load(request.model_path, load_options)  # type: ignore[attr-defined]
+            if "torch" in sys.modules:  # before any model call; a model without torch never imports it
+                set_fp32_precision(load_options.tf32)
             model_loaded = True
         runner.adopt(adapter)
         judge = _load_judge(request.judge, store) if request.judge else None
