@@ -65,12 +65,15 @@ def read_manifest(path: Path, audio_root: Path | None = None) -> list[ManifestRo
                              "a WavLLM manifest has the columns id, audio, n_frames, prompt, tgt_text, with_speech")
         rows: list[ManifestRow] = []
         resolved: dict[str, Path] = {}  # one lookup per distinct audio value
+        known = {"id", "audio", "n_frames", "prompt", "tgt_text", "with_speech"}
+        extra_columns = [k for k in header if k not in known]
         for line_number, raw in enumerate(reader, start=2):
-            found = sum(v is not None for k, v in raw.items() if k is not None) + len(raw.get(None) or [])
-            if found != len(header):  # a short row would silently default its missing fields
+            # DictReader fills a short row's missing fields with None and files a long row's surplus
+            # under the key None: either would silently shift or default fields
+            if None in raw or None in raw.values():
+                found = sum(v is not None for k, v in raw.items() if k is not None) + len(raw.get(None) or [])
                 raise InputError(f"{path}:{line_number}", f"expected {len(header)} tab-separated fields, found {found}",
                                  "fix the row or re-export the manifest")
-            known = {"id", "audio", "n_frames", "prompt", "tgt_text", "with_speech"}
             rows.append(ManifestRow(
                 id=raw["id"],
                 audio_path=resolved.get(raw["audio"]) or resolved.setdefault(
@@ -78,7 +81,7 @@ def read_manifest(path: Path, audio_root: Path | None = None) -> list[ManifestRo
                 prompt=raw["prompt"],
                 target=raw["tgt_text"],
                 with_speech=raw.get("with_speech", "True") == "True",
-                extra={k: v for k, v in raw.items() if k not in known and k is not None},
+                extra={k: raw[k] for k in extra_columns},
             ))
     return rows
 
@@ -87,12 +90,14 @@ def manifest_samples(path: Path, audio_root: Path | None = None) -> Iterator[Sam
     """Samples of a manifest, in file order; the manifest's prompt becomes the instruction. Each audio
     file's header is read once, however many rows point at it."""
     durations: dict[Path, float] = {}
+    refs: dict[Path, tuple[AudioRef, ...]] = {}  # immutable, so rows of one file share it
     for row in read_manifest(path, audio_root):
         if row.audio_path not in durations:
             durations[row.audio_path] = header_duration_s(row.audio_path)
+            refs[row.audio_path] = (AudioRef(row.audio_path),)
         yield Sample(
             id=row.id,
-            audio=(AudioRef(row.audio_path),),
+            audio=refs[row.audio_path],
             reference=row.target,
             instruction=row.prompt,
             duration_s=durations[row.audio_path],
