@@ -299,3 +299,22 @@ def test_peak_memory_is_the_model_phase_not_what_came_before():
     assert high >= before + 250
     reset_peak_memory()  # what a task's model phase starts with
     assert peak_memory_now()["rss_mib"] < high - 250
+
+
+def test_gc_pause_restores_the_collector_as_it_was():
+    import gc
+
+    from wavllm_eval.gc_pause import gc_paused
+
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError), gc_paused():
+        assert not gc.isenabled()
+        raise RuntimeError("a failing load")
+    assert gc.isenabled()  # back on after an error too
+    gc.disable()
+    try:
+        with gc_paused():
+            pass
+        assert not gc.isenabled()  # a caller that had it off keeps it off
+    finally:
+        gc.enable()

@@ -22,6 +22,7 @@ from wavllm_eval import __version__
 from wavllm_eval.adapter import ModelAdapter, model_config, set_fp32_precision
 from wavllm_eval.distributed import Shard, ShardStore, merge_shards
 from wavllm_eval.errors import InputError
+from wavllm_eval.gc_pause import gc_paused
 from wavllm_eval.registry import make_task, model_class
 from wavllm_eval.runner import Runner, RunOptions, TaskRun, batch_invariance, check_unique_ids
 from wavllm_eval.store import SampleStore
@@ -258,7 +259,8 @@ def _load_samples(task: Task, path: Path, limit: int | None) -> list[Sample]:
     if not path.exists():
         raise InputError(path, f"data for {task.id} not found",
                          f"unpack the dataset under --data-dir in its released layout, or pass --data {task.base_id}=PATH")
-    samples = list(task.load(path))
+    with gc_paused():  # ~10^6 acyclic objects for a big corpus (see wavllm_eval/gc_pause.py)
+        samples = list(task.load(path))
     check_unique_ids(task, samples, path)
     if limit is not None:
         samples = samples[:limit]

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from wavllm_eval.errors import InputError
+from wavllm_eval.gc_pause import gc_paused
 from wavllm_eval.types import Record
 
 RESULTS_FILE = "results.json"
@@ -53,7 +54,8 @@ class SampleStore:
         if not path.is_file():
             return None
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            with gc_paused():
+                data = json.loads(path.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise InputError(path, f"not valid JSON ({exc})", f"re-score the run: wavllm-eval score {self.run_dir}") from exc
         if not isinstance(data, dict) or not isinstance(data.get("metrics"), dict):
@@ -70,7 +72,10 @@ class SampleStore:
 
     def load(self, task_id: str) -> list[Record]:
         path = self.samples_path(task_id)
-        return read_records(path) if path.exists() else []
+        if not path.exists():
+            return []
+        with gc_paused():  # acyclic records by the hundred thousand (see wavllm_eval/gc_pause.py)
+            return read_records(path)
 
     def done_ids(self, task_id: str) -> set[str]:
         return {r.id for r in self.load(task_id)}
