@@ -378,9 +378,9 @@ def bench_resume_and_rescore(tmp: Path, n: int, only: set[int]) -> None:
         calls = sum(r.model_calls for r in outcome.runs.values())
         report(f"resume a finished {n:,}-sample run", f"{resume_s:.2f} s", "< 5 s", resume_s < 5,
                f"first run (replay model, scoring included) {first_s:.1f} s; of the resume: loading the manifest "
-               f"(one audio-header read per row) {load_s:.2f} s ({100 * load_s / resume_s:.0f} %), one read of "
-               f"samples/{ASR}.jsonl {store_s:.2f} s ({100 * store_s / resume_s:.0f} %; evaluate reads it "
-               "in Runner.pending twice and again in Runner.run)")
+               f"(one audio-header read per distinct file) {load_s:.2f} s ({100 * load_s / resume_s:.0f} %), one read of "
+               f"samples/{ASR}.jsonl {store_s:.2f} s ({100 * store_s / resume_s:.0f} %); the rest is planning "
+               "(an input signature per sample), the data hash and the stored-scores check")
         report("  resume: model calls / model loaded", f"{calls} / {outcome.model_loaded}", "0 / False",
                calls == 0 and not outcome.model_loaded)
         report("  resume minus loading the manifest", f"{resume_s - load_s:.2f} s", "(info)")
@@ -472,8 +472,8 @@ def bench_report(tmp: Path, n_runs: int, n_samples: int) -> None:
            report_s < 10, f"{sizes}; of it, the paired comparisons against the first run "
            f"(reports/report.py:comparisons_against_first -> reports/compare.py:compare_metric) {compare_s:.2f} s "
            f"({100 * compare_s / report_s:.0f} %): EER is not a sum of rows, so RowMetric.resampled_values "
-           "(wavllm_eval/metrics/base.py) calls metrics/verification.py:equal_error_rate (sklearn roc_curve) "
-           "once per resample, 1000 x 2 runs per comparison")
+           "(wavllm_eval/metrics/base.py) calls metrics/verification.py:equal_error_rate (its own ROC points, "
+           "equal to sklearn roc_curve's) once per resample, 1000 x 2 runs per comparison")
 
 
 # --- 8. BLEU/chrF memory ----------------------------------------------------------------------------
