@@ -108,8 +108,11 @@ def convert_state_dict(official: Mapping[str, torch.Tensor], model: WavLLMModel)
     return converted
 
 
-def load_weights(model: WavLLMModel, weights: Path, trusted: bool = False) -> None:
-    """Load `final.pt` (official layout) or `model.safetensors` (converted, model keys), strictly."""
+def load_weights(model: WavLLMModel, weights: Path, trusted: bool = False,
+                 official: Mapping[str, torch.Tensor] | None = None) -> None:
+    """Load `final.pt` (official layout) or `model.safetensors` (converted, model keys), strictly.
+    `official`: final.pt's state dict already read (read it before building the model, so a refused
+    or damaged file is reported before the encoders and the LLM are even constructed)."""
     if weights.suffix == ".safetensors":
         from safetensors.torch import load_file
 
@@ -121,7 +124,9 @@ def load_weights(model: WavLLMModel, weights: Path, trusted: bool = False) -> No
             raise InputError(weights, f"missing {result.missing_keys[:5]}, unexpected {result.unexpected_keys[:5]}",
                              "re-run `wavllm-eval convert` for this model folder")
         return
-    model.load_state_dict(convert_state_dict(read_official(weights, trusted=trusted), model), strict=True, assign=True)
+    if official is None:
+        official = read_official(weights, trusted=trusted)
+    model.load_state_dict(convert_state_dict(official, model), strict=True, assign=True)
 
 
 def convert_checkpoint(source: Path, destination: Path, trusted: bool = False) -> Path:
@@ -133,8 +138,9 @@ def convert_checkpoint(source: Path, destination: Path, trusted: bool = False) -
     from wavllm_eval.model_zoo.wavllm import build_model
 
     source, destination = Path(source), Path(destination)
+    official = read_official(source / "final.pt", trusted=trusted)  # refused or damaged: before any model is built
     model = build_model(source, empty=True)
-    load_weights(model, source / "final.pt", trusted=trusted)
+    load_weights(model, source / "final.pt", trusted=trusted, official=official)
     destination.mkdir(parents=True, exist_ok=True)
     for item in ("tokenizer.model", "wavllm.json", "whisper", "wavlm", "llama"):
         if (source / item).is_dir():

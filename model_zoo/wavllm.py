@@ -128,11 +128,13 @@ class WavLLMAdapter(SpeechLLMAdapter):
         if int8 and device != "cpu":
             raise InputError("--dtype int8", "8-bit weights are implemented for the CPU only (dynamic int8)",
                              "use --device cpu, or bfloat16/float16 on the GPU")
-        model = build_model(path, empty=True, attention=options.attention("eager"))
-        from wavllm_eval.model_zoo._wavllm_checkpoint import load_weights
+        from wavllm_eval.model_zoo._wavllm_checkpoint import load_weights, read_official
 
         weights = path / "model.safetensors" if (path / "model.safetensors").is_file() else path / "final.pt"
-        load_weights(model, weights)
+        # final.pt is read (and a refused or damaged pickle reported) before the model is built
+        official = read_official(weights) if weights.suffix != ".safetensors" else None
+        model = build_model(path, empty=True, attention=options.attention("eager"))
+        load_weights(model, weights, official=official)
         model = model.to(device=device, dtype=torch_dtype).eval()
         if int8:
             # Dynamic int8 for every Linear of the LLM (7B: ~7 GB instead of ~27 GB); a documented
