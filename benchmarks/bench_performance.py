@@ -43,7 +43,7 @@ sys.path.insert(0, str(ROOT))  # tests.wavllm_tiny, tests.run_builder
 import numpy as np  # noqa: E402
 import soundfile as sf  # noqa: E402
 
-SHARED = Path(os.environ.get("WAVLLM_TEST_DATA", "/work/shared/wavllm_test_data"))
+SHARED = Path(os.environ.get("WAVLLM_TEST_DATA", ROOT.parent / "shared" / "wavllm_test_data"))
 TOKENIZER = SHARED / "llama2_tokenizer.model"
 ASR_FLAC = SHARED / "audio" / "asr.flac"
 RATE = 16_000
