@@ -47,6 +47,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -108,6 +109,14 @@ def prompt_halves(instruction: str) -> tuple[str, str]:
     """The template filled with the speech slot, split at `<SpeechHere>` (the release's `prompt_wrap`)."""
     before, after = TEMPLATE.format(SPEECH_SLOT + instruction).split(SPEECH_HERE)
     return before, after
+
+
+@dataclass(frozen=True)
+class PreparedSpeech:
+    """What `prepare_audio` computes ahead of the model for one prompt."""
+
+    wave: np.ndarray  # the signal SALMONN hears (joined clips, padded to its shortest length)
+    mel: Any  # (1, n_mels, 3000) Whisper log-mel
 
 
 @register_model("salmonn-13b")
@@ -194,11 +203,24 @@ class Salmonn13BAdapter(SpeechLLMAdapter):
             return contextlib.nullcontext()
         return torch.autocast(device_type="cuda", dtype=self.autocast_dtype)
 
-    def speech_embeddings(self, waves: Sequence[np.ndarray]):
-        """(B, 88, LLM width) speech tokens for B waveforms."""
+    def prepare_audio(self, prompt: Prompt) -> PreparedSpeech:
+        """The model's waveform and Whisper log-mel of one prompt, computed by the runner's prefetch
+        workers (the mel of a batch is its clips' mels stacked: equal to one call over the batch)."""
+        return self.speech_inputs(prompt)
+
+    def speech_inputs(self, prompt: Prompt) -> PreparedSpeech:
+        wave = self.waveform(prompt)
+        return PreparedSpeech(wave, self.whisper_mel([wave]))
+
+    def whisper_mel(self, waves: Sequence[np.ndarray]):
+        return self.feature_extractor(list(waves), sampling_rate=SAMPLE_RATE_HZ, return_tensors="pt").input_features
+
+    def speech_embeddings(self, waves: Sequence[np.ndarray], mel: Any = None):
+        """(B, 88, LLM width) speech tokens for B waveforms (`mel`: their Whisper log-mel, if computed)."""
         import torch
 
-        mel = self.feature_extractor(list(waves), sampling_rate=SAMPLE_RATE_HZ, return_tensors="pt").input_features
+        if mel is None:
+            mel = self.whisper_mel(waves)
         model = self.model
         with torch.no_grad(), self._autocast():
             whisper = model.speech_encoder(mel.to(self.device, torch.float32)).last_hidden_state
@@ -209,7 +231,8 @@ class Salmonn13BAdapter(SpeechLLMAdapter):
         """One (1, L_i, width) LLM input per prompt: BOS + before + speech + after."""
         import torch
 
-        speech = self.speech_embeddings([self.waveform(p) for p in prompts])
+        prepared = [p.prepared if isinstance(p.prepared, PreparedSpeech) else self.speech_inputs(p) for p in prompts]
+        speech = self.speech_embeddings([x.wave for x in prepared], torch.cat([x.mel for x in prepared]))
         out = []
         with torch.no_grad():
             for prompt, tokens in zip(prompts, speech, strict=True):
