@@ -115,6 +115,9 @@ def main() -> None:
     from wavllm_eval.types import Prompt
 
     cuda = args.device.startswith("cuda")
+    if cuda and not torch.cuda.is_available():
+        print("bench_gpu: no CUDA device here; nothing measured (run it where a GPU is, or pass --device cpu --tiny)")
+        return
     set_fp32_precision(False)
     dtype = getattr(torch, args.dtype)
     with tempfile.TemporaryDirectory(prefix="bench-gpu-") as tmp:

@@ -28,3 +28,13 @@ def test_tiny_cpu_run_prints_a_row_per_batch_size(monkeypatch, capsys, shared_da
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| cpu |")]
     assert [row.split(" | ")[2] for row in rows] == ["1", "3"]
     assert all(row.endswith("| 3/3 |") for row in rows), rows  # fp32: every batch equals batch size 1
+
+
+def test_without_a_gpu_it_says_so_and_succeeds(monkeypatch, capsys):
+    """`nox -s bench` runs every bench_*.py; on a machine without CUDA this one must not fail the session."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(sys, "argv", ["bench_gpu.py"])
+    main()
+    assert "no CUDA device here" in capsys.readouterr().out
