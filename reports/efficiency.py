@@ -9,6 +9,7 @@ import html
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from wavllm_eval.reports.html import insert_section
 from wavllm_eval.reports.runs import RunResult
 
 COLUMNS = ("model", "task", "device", "batch", "RTFx model", "RTFx wall", "tokens/s", "TTFT s", "peak MiB", "samples")
@@ -73,5 +74,4 @@ def insert_efficiency_html(page: str, rows: Sequence[Mapping[str, str]]) -> str:
     head = "".join(f"<th>{html.escape(c)}</th>" for c in COLUMNS)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(row[c])}</td>" for c in COLUMNS) + "</tr>" for row in rows)
     section = f"<h2>Efficiency</h2><p>{html.escape(INTRO)}</p><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-    marker = "<h2>Reproducibility</h2>"
-    return page.replace(marker, section + marker, 1) if marker in page else page.replace("</body>", section + "</body>", 1)
+    return insert_section(page, section, before="<h2>Reproducibility</h2>")

@@ -97,6 +97,12 @@ def render_html(runs: Sequence[RunResult], table: pd.DataFrame, comparisons: Seq
     return "\n".join(p for p in parts if p) + "\n"
 
 
+def insert_section(page: str, section: str, before: str) -> str:
+    """`section` put before the page's first `before` (a heading), or at the end of its body."""
+    marker = before if before in page else "</body>"
+    return page.replace(marker, section + marker, 1)
+
+
 def _leaderboard(table: pd.DataFrame) -> str:
     text, best = wide_table(table)
     if text.empty:

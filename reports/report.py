@@ -15,7 +15,7 @@ from wavllm_eval.reports.efficiency import (
     insert_efficiency_html,
     render_efficiency_markdown,
 )
-from wavllm_eval.reports.html import render_html
+from wavllm_eval.reports.html import insert_section, render_html
 from wavllm_eval.reports.robustness import VariantSpread, variant_spreads
 from wavllm_eval.reports.runs import RunResult, load_runs
 from wavllm_eval.reports.tables import long_table
@@ -149,5 +149,4 @@ def insert_spreads_html(page: str, spreads: Sequence[VariantSpread]) -> str:
     section = (f"<h2>Prompt robustness</h2><p>Default-prompt score beside the mean, standard deviation and worst case "
                f"across each task's instruction variants.</p><table><thead><tr>{head}</tr></thead><tbody>{body}"
                "</tbody></table>")
-    marker = "<h2>Worst samples</h2>"
-    return page.replace(marker, section + marker, 1) if marker in page else page.replace("</body>", section + "</body>")
+    return insert_section(page, section, before="<h2>Worst samples</h2>")
