@@ -12,9 +12,8 @@ import re
 
 import numpy as np
 import pytest
-from wavllm_eval.reports.compare import compare_runs
 from wavllm_eval.reports.html import heatmap_grid, render_html, y_limits
-from wavllm_eval.reports.report import reproducibility, write_report
+from wavllm_eval.reports.report import comparisons_against_first, reproducibility, write_report
 from wavllm_eval.reports.runs import load_runs
 from wavllm_eval.reports.tables import best_mask, long_table
 from wavllm_eval.reports.writers import render_json, render_latex, render_markdown
@@ -173,11 +172,7 @@ def test_markdown_reproducibility_values_are_code_not_backslashes():
 
 def test_comparisons_name_their_candidate(leaderboard):
     runs = load_runs(leaderboard[:3])
-    comparisons, candidates = [], []
-    for candidate in runs[1:]:
-        found = compare_runs(runs[0], candidate)
-        comparisons += found
-        candidates += [candidate.label] * len(found)
+    comparisons, candidates = comparisons_against_first(runs)
     table = long_table(runs)
     markdown = render_markdown(table, comparisons, runs[0].label, candidates=candidates)
     payload = json.loads(render_json(table, comparisons, candidates=candidates))
@@ -216,11 +211,7 @@ def test_percent_axes_show_zero():
 
 def test_page_of_several_models_renders_in_chromium(leaderboard, tmp_path):
     runs = load_runs(leaderboard)
-    comparisons, candidates = [], []
-    for candidate in runs[1:]:
-        found = compare_runs(runs[0], candidate)
-        comparisons += found
-        candidates += [candidate.label] * len(found)
+    comparisons, candidates = comparisons_against_first(runs)
     table = long_table(runs)
     page_text = render_html(runs, table, comparisons, runs[0].label, reproducibility(runs), candidates=candidates)
     assert '<td class="offref">0.00 ± 0.00 † n=5</td>' in page_text
