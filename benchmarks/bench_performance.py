@@ -43,6 +43,8 @@ sys.path.insert(0, str(ROOT))  # tests.wavllm_tiny, tests.run_builder
 import numpy as np  # noqa: E402
 import soundfile as sf  # noqa: E402
 
+from benchmarks.bench_core import timed  # noqa: E402
+
 SHARED = Path(os.environ.get("WAVLLM_TEST_DATA", ROOT.parent / "shared" / "wavllm_test_data"))
 TOKENIZER = SHARED / "llama2_tokenizer.model"
 ASR_FLAC = SHARED / "audio" / "asr.flac"
@@ -73,15 +75,6 @@ def report(name: str, value: str, target: str = "", passed: bool | None = None, 
     print(f"{name:<58} {value:>12}   {target:<16} {verdict}", flush=True)
     if note:
         print(textwrap.indent(textwrap.fill(note, 100), "    "), flush=True)
-
-
-def timed(fn, repeat: int = 1) -> float:
-    best = float("inf")
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 @contextlib.contextmanager
