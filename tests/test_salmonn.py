@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
+from tests.prefetch_check import assert_prepared_ahead_changes_nothing
 from tests.tiny_models.salmonn import BEATS_CFG, BEATS_FILE, BUILDERS, LLM_DIM, salmonn_state
 from wavllm_eval.adapter import DecodingConfig, LoadOptions
 from wavllm_eval.audio import load_audio
@@ -442,36 +443,4 @@ def test_end_to_end_through_evaluate(tiny_root, tmp_path, shared_data):
 def test_whisper_mel_is_computed_ahead_in_a_worker_and_changes_nothing(adapter, tmp_path, monkeypatch):
     """The runner's prefetch workers compute each prompt's waveform and Whisper log-mel
     (prepare_audio); the outputs equal a run in which the model thread computes them."""
-    import threading
-
-    from tests.librispeech_tree import build_tree
-    from wavllm_eval.evaluate import EvaluationRequest, evaluate
-    from wavllm_eval.runner import RunOptions
-
-    build_tree(tmp_path / "data")
-    threads, prepared_seen = set(), []
-    original_prepare, original_inputs = type(adapter).prepare_audio, type(adapter).input_embeddings
-
-    def spy_prepare(self, prompt):
-        threads.add(threading.current_thread().name)
-        return original_prepare(self, prompt)
-
-    def spy_inputs(self, prompts):
-        prepared_seen.extend(p.prepared is not None for p in prompts)
-        return original_inputs(self, prompts)
-
-    def run(out):
-        request = EvaluationRequest(["librispeech-test-clean"], adapter.id, tmp_path / out, data_dir=tmp_path / "data",
-                                    options=RunOptions(batch_size=3, show_progress=False))
-        evaluate(request, adapter=adapter)
-        return (tmp_path / out / adapter.id / "samples/librispeech-test-clean.jsonl").read_text()
-
-    monkeypatch.setattr(type(adapter), "prepare_audio", spy_prepare)
-    monkeypatch.setattr(type(adapter), "input_embeddings", spy_inputs)
-    ahead = run("ahead")
-    assert threads and all(name.startswith("audio") for name in threads) and prepared_seen and all(prepared_seen)
-    monkeypatch.setattr(adapter, "prepare_audio", None, raising=False)  # the runner finds no hook
-    prepared_seen.clear()
-    inline = run("inline")
-    assert prepared_seen and not any(prepared_seen)
-    assert ahead == inline
+    assert_prepared_ahead_changes_nothing(adapter, tmp_path, monkeypatch, consumer="input_embeddings")

@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from tests.prefetch_check import assert_prepared_ahead_changes_nothing
 from tests.wavllm_tiny import N_HEADS, N_LAYERS, build_tiny_wavllm
 from wavllm_eval.adapter import LoadOptions
 from wavllm_eval.audio import load_audio
@@ -420,43 +421,7 @@ def test_sdpa_attention_on_request_stays_within_the_fidelity_bound(tiny, adapter
 def test_features_are_computed_ahead_in_a_worker_and_change_nothing(adapter, tmp_path, monkeypatch):
     """The runner's prefetch workers compute the log-mel and WavLM inputs (prepare_audio) while the
     previous batch runs; the model thread only encodes them. The outputs equal a run without it."""
-    import threading
-
-    from tests.librispeech_tree import build_tree
-    from wavllm_eval.evaluate import EvaluationRequest, evaluate
-    from wavllm_eval.runner import RunOptions
-
-    build_tree(tmp_path / "data")
-    threads, prepared_in_generate = set(), []
-    original_prepare = type(adapter).prepare_audio
-
-    def spy_prepare(self, prompt):
-        threads.add(threading.current_thread().name)
-        return original_prepare(self, prompt)
-
-    def run(out):
-        request = EvaluationRequest(["librispeech-test-clean"], "wavllm-greedy", tmp_path / out,
-                                    data_dir=tmp_path / "data", options=RunOptions(batch_size=3, show_progress=False))
-        evaluate(request, adapter=adapter)
-        return (tmp_path / out / "wavllm-greedy/samples/librispeech-test-clean.jsonl").read_text()
-
-    monkeypatch.setattr(type(adapter), "prepare_audio", spy_prepare)
-    monkeypatch.setattr(type(adapter), "build_inputs", _wrap_build_inputs(type(adapter).build_inputs, prepared_in_generate))
-    ahead = run("ahead")
-    assert threads and all(name.startswith("audio") for name in threads)  # the prefetch pool, not the main thread
-    assert prepared_in_generate and all(prepared_in_generate)
-    monkeypatch.setattr(adapter, "prepare_audio", None, raising=False)  # no prepare: the model thread computes them
-    prepared_in_generate.clear()
-    inline = run("inline")
-    assert prepared_in_generate and not any(prepared_in_generate)
-    assert ahead == inline
-
-
-def _wrap_build_inputs(original, seen):
-    def build_inputs(self, prompts):
-        seen.extend(p.prepared is not None for p in prompts)
-        return original(self, prompts)
-    return build_inputs
+    assert_prepared_ahead_changes_nothing(adapter, tmp_path, monkeypatch, consumer="build_inputs")
 
 
 def test_converted_weights_are_memory_mapped_not_copied(tiny, tmp_path):
