@@ -80,7 +80,6 @@ class GuardedEnglishTextNormalizer:
     def __init__(self, reference: Any) -> None:
         from whisper_normalizer.basic import remove_symbols_and_diacritics
 
-        self.reference = reference
         self._remove_symbols = remove_symbols_and_diacritics
         self._numbers = reference.standardize_numbers
         self._spellings = reference.standardize_spellings
