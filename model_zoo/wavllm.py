@@ -83,7 +83,7 @@ class WavLLMAdapter(SpeechLLMAdapter):
     """WavLLM (Whisper + WavLM encoders, LLaMA-2-7B-chat, prompt-aware LoRA), released decoding: sampling T=0.5."""
 
     decoding = DecodingConfig(do_sample=True, temperature=0.5, top_k=0, top_p=1.0, num_beams=1)
-    batched_sampling = True  # seeded Gumbel-max per row (wavllm_eval.sampling): batch 8 equals batch 1
+    batched_sampling = True  # seeded inverse-CDF draws per row (wavllm_eval.sampling): batch 8 equals batch 1
     max_audio_s = MAX_AUDIO_S
     supports_choice_scoring = True
     default_batch_size = 4
@@ -251,7 +251,7 @@ class WavLLMAdapter(SpeechLLMAdapter):
         inputs, mask = left_pad_embeddings([b[0] for b in built])
         self.model.lora_scale.value = torch.cat([b[1] for b in built])
         decoding = self.decoding
-        # sampling: the seeded Gumbel-max processor under greedy search, so the batch equals batch 1
+        # sampling: the seeded inverse-CDF processor under greedy search, so the batch equals batch 1
         processors = [self.sampler(seeds)] if decoding.do_sample and seeds is not None else []
         try:
             with torch.no_grad():

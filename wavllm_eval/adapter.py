@@ -140,7 +140,7 @@ class BaseAdapter:
 class SpeechLLMAdapter(BaseAdapter):
     """Base for decoder-LLM adapters: per-sample seeding around a batched `_generate_batch`.
 
-    Sampling adapters that set `batched_sampling = True` take the per-row seeded Gumbel-max sampler
+    Sampling adapters that set `batched_sampling = True` take the per-row seeded inverse-CDF sampler
     (`wavllm_eval.sampling`) into their `generate` call: batched, and equal to batch size 1. Others
     are generated one prompt at a time under the prompt's own torch seed."""
 
@@ -163,7 +163,7 @@ class SpeechLLMAdapter(BaseAdapter):
         raise NotImplementedError
 
     def sampler(self, seeds: Sequence[int], prompt_length: int = 0):
-        """The seeded Gumbel-max logits processor for this adapter's decoding (batched sampling)."""
+        """The seeded inverse-CDF logits processor for this adapter's decoding (batched sampling)."""
         from wavllm_eval.sampling import make_sampler
 
         d = self.decoding
@@ -199,9 +199,9 @@ def model_config(adapter_cls: type, model_id: str, path: Path | None, options: L
     if dataclasses.is_dataclass(decoding):
         config["decoding"] = dataclasses.asdict(decoding)
         if decoding.do_sample and getattr(adapter_cls, "batched_sampling", False):
-            from wavllm_eval.sampling import GUMBEL_VERSION
+            from wavllm_eval.sampling import SAMPLER_VERSION
 
-            config["decoding"]["sampler"] = GUMBEL_VERSION
+            config["decoding"]["sampler"] = SAMPLER_VERSION
     return config
 
 
