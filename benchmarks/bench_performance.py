@@ -231,6 +231,37 @@ def bench_batching(model_dir: Path, n_clips: int) -> None:
                      "than a third of the per-sample loop" if bound < 3 else ""))
 
 
+def old_gumbel_step(seeds, step: int, logits):
+    """The sampler before inverse-cdf/v1 (gumbel-max/v1): a vocabulary of float64 Gumbel noise per
+    row, each from its own generator seeded by (seed, step), added to the log-softmax."""
+    import hashlib
+
+    import torch
+
+    noise = []
+    for seed in seeds:
+        digest = hashlib.sha256(f"{seed}\x1f{step}".encode()).digest()
+        generator = torch.Generator().manual_seed(int.from_bytes(digest[:8], "big") & 0x7FFF_FFFF_FFFF_FFFF)
+        uniform = torch.rand(logits.shape[-1], generator=generator, dtype=torch.float64).clamp_(1e-12, 1 - 1e-12)
+        noise.append((-torch.log(-torch.log(uniform))).float())
+    return torch.log_softmax(logits.float() / 0.5, dim=-1) + torch.stack(noise)
+
+
+def bench_sampler_step(batch: int = 8, vocab: int = 32000) -> None:
+    import torch
+
+    from wavllm_eval.sampling import make_sampler
+
+    logits = torch.randn(batch, vocab)
+    ids = torch.zeros(batch, 5, dtype=torch.long)
+    sampler = make_sampler(list(range(batch)), 0.5)
+    new_s = timed(lambda: [sampler(ids, logits) for _ in range(20)], 3) / 20
+    old_s = timed(lambda: [old_gumbel_step(range(batch), 5, logits) for _ in range(20)], 3) / 20
+    report(f"  sampler, one step at batch {batch} x {vocab}: Gumbel-max noise (v1) / inverse CDF",
+           f"{old_s / new_s:.1f}x", "(info)", note=f"{1e3 * old_s:.2f} ms vs {1e3 * new_s:.2f} ms a step "
+           "(wavllm_eval/sampling.py: one hashed uniform per row instead of a vocabulary of noise)")
+
+
 # --- 2. candidate scoring ---------------------------------------------------------------------------
 def old_score_choices(adapter, prompts) -> list[list[float]]:
     """The old way: for every choice, re-encode the audio and the prompt (scale included) and run a
@@ -561,6 +592,7 @@ def main() -> None:
         model_dir = tiny_wavllm(tmp) if only & {1, 2, 3} else None
         if 1 in only:
             bench_batching(model_dir, sizes["clips"])
+            bench_sampler_step()
         if 2 in only:
             bench_choice_scoring(model_dir, sizes["clips"])
         if 3 in only:
