@@ -395,9 +395,11 @@ def bench_resume_and_rescore(tmp: Path, n: int, only: set[int]) -> None:
         with quiet():
             first_s = timed(lambda: evaluate(request))
             outcomes = []
-            resume_s = timed(lambda: outcomes.append(evaluate(request)))
-            load_s = timed(lambda: list(make_task(ASR).load(manifest)))
-            store_s = timed(lambda: SampleStore(tmp / "out-resume" / "replay").load(ASR))
+            # best of 2, as every other timing here: a finished run resumes to the same state each time,
+            # and other load on this shared machine only ever adds
+            resume_s = timed(lambda: outcomes.append(evaluate(request)), 2)
+            load_s = timed(lambda: list(make_task(ASR).load(manifest)), 2)
+            store_s = timed(lambda: SampleStore(tmp / "out-resume" / "replay").load(ASR), 2)
         outcome = outcomes[-1]
         calls = sum(r.model_calls for r in outcome.runs.values())
         report(f"resume a finished {n:,}-sample run", f"{resume_s:.2f} s", "< 5 s", resume_s < 5,
