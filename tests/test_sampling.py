@@ -88,3 +88,14 @@ def test_top_p_keeps_the_smallest_set_reaching_p():
     picks = {drawn(make_sampler([s], 1.0, top_p=0.8)(torch.zeros(1, 0, dtype=torch.long), logits.clone()))[0]
              for s in range(300)}
     assert picks == {0, 1}
+
+
+def test_the_scheme_is_part_of_the_sampling_model_config():
+    """results.json's model.config (and so config_hash) names the scheme: runs sampled under another
+    scheme are never resumed into, or compared as, the same configuration."""
+    from wavllm_eval.model_zoo.wavllm import WavLLMAdapter, WavLLMGreedyAdapter
+
+    from wavllm_eval.adapter import LoadOptions, model_config
+
+    assert model_config(WavLLMAdapter, "wavllm", None, LoadOptions())["decoding"]["sampler"] == "inverse-cdf/v1"
+    assert "sampler" not in model_config(WavLLMGreedyAdapter, "wavllm-greedy", None, LoadOptions())["decoding"]
