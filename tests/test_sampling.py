@@ -99,3 +99,19 @@ def test_the_scheme_is_part_of_the_sampling_model_config():
 
     assert model_config(WavLLMAdapter, "wavllm", None, LoadOptions())["decoding"]["sampler"] == "inverse-cdf/v1"
     assert "sampler" not in model_config(WavLLMGreedyAdapter, "wavllm-greedy", None, LoadOptions())["decoding"]
+
+
+def test_batched_sampling_refuses_beam_search():
+    """One finite score per row would make every beam the same: refused with the fix named."""
+    import pytest
+
+    from wavllm_eval.adapter import DecodingConfig, SpeechLLMAdapter
+
+    class Beamed(SpeechLLMAdapter):
+        decoding = DecodingConfig(do_sample=True, temperature=0.5, num_beams=4)
+        batched_sampling = True
+
+    with pytest.raises(ValueError, match="num_beams=4"):
+        Beamed().sampler([1, 2])
+    Beamed.decoding = DecodingConfig(do_sample=True, temperature=0.5)
+    assert Beamed().sampler([1, 2]) is not None

@@ -167,6 +167,10 @@ class SpeechLLMAdapter(BaseAdapter):
         from wavllm_eval.sampling import make_sampler
 
         d = self.decoding
+        if d.num_beams != 1:  # the processor leaves one finite score per row: every beam would be the same
+            raise ValueError(f"{type(self).__name__}: batched sampling draws one token per row and step; "
+                             f"it cannot run under beam search (num_beams={d.num_beams}): set num_beams=1 "
+                             "or batched_sampling = False")
         return make_sampler(seeds, d.temperature, d.top_k, d.top_p, prompt_length)
 
     @staticmethod
