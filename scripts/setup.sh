@@ -32,7 +32,8 @@ echo "installing torch 2.13.0 (CPU) into .venv ..." >&2
 extra=""; [ "${1:-}" = "--test" ] && extra="[test]"
 echo "installing wavllm-eval${extra} and its dependencies into .venv (a few minutes on a fresh machine) ..." >&2
 "${pip[@]}" -e ".${extra}" 2>&1 | tee -a "$log" | grep -E "^(Collecting|Installing|Successfully|ERROR)" >&2 || true
-if grep -q "^Successfully installed" "$log"; then
+# (pip reinstalls the editable project itself every time: that alone needs no compile)
+if grep "^Successfully installed" "$log" | grep -qv "^Successfully installed wavllm[-_]eval-[^ ]*$"; then
   echo "byte-compiling the installed packages ..." >&2
   # a few packages ship files that are not Python 3 (templates, tests): compileall's status says so, not us
   .venv/bin/python -m compileall -q -j 0 "$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" \
