@@ -7,10 +7,10 @@ any order, any resume point, give the same output. The processor runs under gree
 (`do_sample=False`): it leaves 0 on the drawn token and -inf elsewhere, and the model's own batched
 `generate` does the rest.
 
-Why not Gumbel-max (our v1): it needs a vocabulary of noise per row and step, ~0.5-1 ms of
-single-threaded CPU work per row (8 ms a step at batch 8, more than the tiny model's whole forward,
-and on a GPU at batch 32 longer than a 7B decode step). One uniform per row costs nothing, and the
-softmax and cumulative sum run once over the whole batch.
+Why not Gumbel-max (our v1): it needs a vocabulary of float64 noise per row and step, ~0.5-1 ms of
+single-threaded CPU work per row (at batch 32 on a GPU, longer than a 7B decode step). One uniform
+per row costs nothing, and the softmax and cumulative sum run once over the whole batch
+(benchmarks/bench_performance.py prints both side by side: 7.5x cheaper a step at batch 8).
 
 Top-k and top-p filtering, when asked for, are applied per row first, as transformers' warpers do.
 Probabilities are summed in float64 on the CPU (a fixed algorithm on every device, row by row).
