@@ -16,6 +16,7 @@ Faithfulness notes, each from the official code:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import torch
@@ -161,10 +162,9 @@ class WavLLMModel(nn.Module):
                                                                 self.lora_scale, order))
 
     # --- speech ----------------------------------------------------------------------------------
-    def encode_whisper(self, chunk_features: torch.Tensor, chunk_mel_lengths: list[int]) -> torch.Tensor:
-        """(n_chunks, mels, 3000) -> (1, n_chunks * T, projector_dim): each chunk truncated to the
-        longest chunk's output length, adapted, then concatenated in time."""
-        hidden = self.whisper(chunk_features).last_hidden_state
+    def whisper_stream(self, hidden: torch.Tensor, chunk_mel_lengths: Sequence[int]) -> torch.Tensor:
+        """One clip's Whisper encoder output, (n_chunks, 1500, dim) -> (1, n_chunks * T, projector_dim):
+        each chunk truncated to the longest chunk's output length, adapted, then concatenated in time."""
         keep = max((n - 1) // 2 + 1 for n in chunk_mel_lengths)
         projected = self.whisper_head(hidden[:, :keep])
         return projected.reshape(1, -1, projected.shape[-1])

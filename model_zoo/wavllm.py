@@ -190,9 +190,7 @@ class WavLLMAdapter(SpeechLLMAdapter):
             hidden = model.whisper(mel.to(self.dtype))
             counts = [len(f.mel_lengths) for f in features]
             for feature, per_clip in zip(features, hidden.last_hidden_state.split(counts), strict=True):
-                keep = max((n - 1) // 2 + 1 for n in feature.mel_lengths)  # the longest chunk's frames, in every chunk
-                projected = model.whisper_head(per_clip[:, :keep])
-                whisper_stream = projected.reshape(1, -1, projected.shape[-1])
+                whisper_stream = model.whisper_stream(per_clip, feature.mel_lengths)
                 wavlm_stream = model.encode_wavlm(feature.wavlm_values.to(self.device, non_blocking=True).to(self.dtype),
                                                   feature.wavlm_mask.to(self.device, non_blocking=True))
                 embeddings.append(model.fuse(whisper_stream, wavlm_stream))
