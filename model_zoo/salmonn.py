@@ -209,6 +209,8 @@ class Salmonn13BAdapter(SpeechLLMAdapter):
         return self.speech_inputs(prompt)
 
     def speech_inputs(self, prompt: Prompt) -> PreparedSpeech:
+        """What `prepare_audio` returns, computed in the model thread when the runner did not call the
+        hook (a name of its own: the model thread never goes through the runner's hook)."""
         wave = self.waveform(prompt)
         return PreparedSpeech(wave, self.whisper_mel([wave]))
 
