@@ -318,3 +318,27 @@ def test_gc_pause_restores_the_collector_as_it_was():
         assert not gc.isenabled()  # a caller that had it off keeps it off
     finally:
         gc.enable()
+
+
+def test_process_cuda_peak_keeps_what_the_per_task_resets_cleared(monkeypatch):
+    """meta.peak_memory.gpu_mib is the whole process's peak, although every task's model phase resets
+    CUDA's counters for its own figure (a stand-in torch.cuda: this machine has no GPU)."""
+    import sys
+    import types
+
+    from wavllm_eval import runner
+
+    state = {"peak": 0}
+    cuda = types.SimpleNamespace(is_available=lambda: True, is_initialized=lambda: True,
+                                 max_memory_allocated=lambda: state["peak"], max_memory_reserved=lambda: state["peak"],
+                                 reset_peak_memory_stats=lambda: state.update(peak=0))
+    monkeypatch.setitem(sys.modules, "torch", types.SimpleNamespace(cuda=cuda))
+    monkeypatch.setattr(runner, "_CUDA_PEAK_BEFORE_RESETS", {"allocated": 0})
+    state["peak"] = 900 * 2**20  # loading and the first task
+    runner.reset_peak_memory()  # the second task's model phase starts
+    state["peak"] = 300 * 2**20
+    assert runner.peak_memory_now()["cuda_allocated_mib"] == 300.0  # the task's own figure
+    assert runner.process_cuda_peak_mib() == 900.0
+    runner.reset_peak_memory()
+    state["peak"] = 1200 * 2**20
+    assert runner.process_cuda_peak_mib() == 1200.0

@@ -24,7 +24,14 @@ from wavllm_eval.distributed import Shard, ShardStore, merge_shards
 from wavllm_eval.errors import InputError
 from wavllm_eval.gc_pause import gc_paused
 from wavllm_eval.registry import make_task, model_class
-from wavllm_eval.runner import Runner, RunOptions, TaskRun, batch_invariance, check_unique_ids
+from wavllm_eval.runner import (
+    Runner,
+    RunOptions,
+    TaskRun,
+    batch_invariance,
+    check_unique_ids,
+    process_cuda_peak_mib,
+)
 from wavllm_eval.store import SampleStore
 from wavllm_eval.task import ScoredTask, Task
 from wavllm_eval.types import Record, Sample
@@ -331,10 +338,12 @@ def hardware() -> dict[str, Any]:
 
 
 def peak_memory() -> dict[str, float]:
+    """The whole process's peaks (meta): ru_maxrss is never reset; the CUDA counters are, at each
+    task's model phase (runner.reset_peak_memory), so the CUDA figure adds back what they cleared."""
     out = {"rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
-    torch = sys.modules.get("torch")
-    if torch is not None and torch.cuda.is_available():
-        out["gpu_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    gpu = process_cuda_peak_mib()
+    if gpu is not None:
+        out["gpu_mib"] = gpu
     return out
 
 

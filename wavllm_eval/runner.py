@@ -451,13 +451,27 @@ def _file_size(path) -> int:
         return -1
 
 
-def reset_peak_memory() -> None:
-    """Start a new peak: CUDA's peak counters, and on Linux the process's high-water RSS mark
-    (`5` written to /proc/self/clear_refs resets VmHWM); elsewhere the RSS peak stays the process's."""
+def _torch_on_cuda() -> Any:
+    """torch when this process has imported it and started CUDA, else None (never imports torch)."""
     import sys
 
     torch = sys.modules.get("torch")
     if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+        return torch
+    return None
+
+
+_CUDA_PEAK_BEFORE_RESETS = {"allocated": 0}  # what reset_peak_memory cleared, for process_cuda_peak_mib
+
+
+def reset_peak_memory() -> None:
+    """Start a new peak: CUDA's peak counters, and on Linux the process's high-water RSS mark
+    (`5` written to /proc/self/clear_refs resets VmHWM); elsewhere the RSS peak stays the process's.
+    The CUDA peak being cleared is kept for `process_cuda_peak_mib`."""
+    torch = _torch_on_cuda()
+    if torch is not None:
+        _CUDA_PEAK_BEFORE_RESETS["allocated"] = max(_CUDA_PEAK_BEFORE_RESETS["allocated"],
+                                                    torch.cuda.max_memory_allocated())
         torch.cuda.reset_peak_memory_stats()
     try:
         with open("/proc/self/clear_refs", "w", encoding="ascii") as handle:
@@ -479,14 +493,23 @@ def _peak_rss_mib() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
+def process_cuda_peak_mib() -> float | None:
+    """The process's CUDA allocation peak over its whole life, per-task resets included (None: torch
+    not imported, or no CUDA device)."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.cuda.is_available():
+        return None
+    return round(max(_CUDA_PEAK_BEFORE_RESETS["allocated"], torch.cuda.max_memory_allocated()) / 2**20, 1)
+
+
 def peak_memory_now() -> dict[str, float]:
     """Peak memory since the last reset_peak_memory: CUDA allocated/reserved when a GPU is in use,
     and the process's high-water RSS."""
-    import sys
-
     out: dict[str, float] = {"rss_mib": _peak_rss_mib()}
-    torch = sys.modules.get("torch")
-    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+    torch = _torch_on_cuda()
+    if torch is not None:
         out["cuda_allocated_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
         out["cuda_reserved_mib"] = round(torch.cuda.max_memory_reserved() / 2**20, 1)
     return out
