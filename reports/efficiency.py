@@ -33,23 +33,16 @@ def efficiency_records(runs: Sequence[RunResult]) -> list[dict[str, Any]]:
 
 
 def efficiency_rows(runs: Sequence[RunResult]) -> list[dict[str, str]]:
-    """The table's cells, as text."""
-    rows = []
-    for run in runs:
-        for task_id, entry in run.tasks.items():
-            throughput = entry.get("throughput")
-            if not isinstance(throughput, Mapping):
-                continue
-            rows.append({
-                "model": run.label, "task": task_id, "device": str(throughput.get("device", "—")),
-                "batch": str(throughput.get("batch_size_used", "—")),
-                "RTFx model": _number(throughput.get("rtfx")), "RTFx wall": _number(throughput.get("rtfx_wall")),
-                "tokens/s": _number(throughput.get("tokens_per_s")),
-                "TTFT s": _number(throughput.get("ttft_s_mean"), 3),
-                "peak MiB": _peak_mib(throughput.get("peak_memory") or {}),
-                "samples": str(throughput.get("n_samples", "—")),
-            })
-    return rows
+    """The table's cells, as text (one per `efficiency_records` entry)."""
+    return [{
+        "model": record["model"], "task": record["task"], "device": str(record.get("device", "—")),
+        "batch": str(record.get("batch_size_used", "—")),
+        "RTFx model": _number(record.get("rtfx")), "RTFx wall": _number(record.get("rtfx_wall")),
+        "tokens/s": _number(record.get("tokens_per_s")),
+        "TTFT s": _number(record.get("ttft_s_mean"), 3),
+        "peak MiB": _peak_mib(record.get("peak_memory") or {}),
+        "samples": str(record.get("n_samples", "—")),
+    } for record in efficiency_records(runs)]
 
 
 INTRO = ("What each run recorded while it generated: real-time factor over model time and over wall time "
