@@ -27,19 +27,6 @@ MANIFESTS = {"librispeech-test-clean": "asr.tsv", "covost2-en-de": "en2de.tsv", 
 CLIP_S = 1.5
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread for this module's tiny models (as in tests/test_hf_audio_chat.py): their
-    matrices gain nothing from a second thread, and on a busy 2-core runner the second one only spins
-    at every op's barrier (qwen2-audio-instruct: ~15 s of CPU with two threads, ~2 s with one)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def out_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("all-models")

@@ -28,15 +28,6 @@ Q3_RENDERED = ("<|im_start|>system\n<|im_end|>\n<|im_start|>user\n"
 FAMILIES = ("af3", "q3")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny matrices gain nothing from a second thread; on a shared 2-core runner it only spins."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="session")
 def folders(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("hf_audio_chat")
