@@ -263,7 +263,11 @@ def test_batch_invariance_check_reports_outputs_that_depend_on_the_batch(tmp_pat
                             options=RunOptions(show_progress=False, batch_size=8, check_batch_invariance=3))
     check = evaluate(req, adapter=BatchDependent()).results["tasks"][TASK]["batch_invariance"]
     assert check["checked"] == 3 and check["n_differing"] == 3
-    assert check["differing"][0]["alone"].endswith("batch=1") and check["differing"][0]["batched"].endswith("batch=5")
+    first = check["differing"][0]
+    assert first["alone"].endswith("batch=1") and first["batched"].endswith("batch=5")
+    # where the two outputs part: the shared text up to "batch=" (a fault of the batching shows at 0)
+    assert first["first_difference"] == len(first["alone"]) - 1
+    assert first["alone"][:first["first_difference"]] == first["batched"][:first["first_difference"]]
 
 
 def test_tf32_is_part_of_the_configuration_and_sets_cuda_precision(tmp_path, corpus):

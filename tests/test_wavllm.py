@@ -363,6 +363,55 @@ def test_sampling_is_batched_and_equal_to_batch_one(sampling_adapter, asr_audio)
     assert greedy != eight
 
 
+def test_batched_decoding_differs_from_batch_one_only_by_float_rounding(sampling_adapter, asr_audio, monkeypatch):
+    """What 'batch 8 equals batch 1' rests on. At every step, every row's logits in a left-padded batch
+    of 8 equal that row's logits alone within float rounding (a padding, mask or position fault moves
+    them by far more). Where a row's draw nonetheless differs, the draw sat within float rounding of
+    a CDF boundary: this test finds one (seed 300 on one thread: 2e-9 from the boundary at step 1)."""
+    import numpy as np
+
+    import wavllm_eval.sampling as sampling
+
+    seen: list[tuple[torch.Tensor, list[float]]] = []
+    original = sampling.draw_tokens
+    monkeypatch.setattr(sampling, "draw_tokens",
+                        lambda logits, u: seen.append((logits.clone(), list(u))) or original(logits, u))
+
+    def draw(logits: torch.Tensor, u: float) -> tuple[int, float]:
+        """numpy inverse CDF: the token and the target's distance to the nearest CDF boundary."""
+        x = logits.double().numpy()
+        p = np.exp(x - x.max())
+        cdf = np.cumsum(p / p.sum())
+        token = int(np.sum(cdf <= u * cdf[-1]))
+        return token, float(np.min(np.abs(cdf[max(token - 1, 0): token + 1] - u * cdf[-1])))
+
+    prompts = [Prompt(str(i), ASR_PROMPT, (), waveforms=(asr_audio[1600 * i: 1600 * i + 6000 + 3000 * i],))
+               for i in range(8)]
+    seeds = [300 + i for i in range(8)]
+    batched_text = [g.text for g in sampling_adapter.generate(prompts, seeds)]
+    batched = [(logits, u) for logits, u in seen]
+    seen.clear()
+    parted = 0
+    for i, (prompt, seed) in enumerate(zip(prompts, seeds, strict=True)):
+        seen.clear()
+        [alone] = sampling_adapter.generate([prompt], [seed])
+        for (logits_b, u_b), (logits_1, u_1) in zip(batched, seen, strict=False):
+            row, single = logits_b[i], logits_1[0]
+            finite = torch.isfinite(single)
+            assert torch.equal(finite, torch.isfinite(row)) and u_b[i] == u_1[0]  # same banned tokens, same draw
+            difference = (row[finite] - single[finite]).abs().max().item()
+            assert difference < 1e-4, f"row {i}: batched logits differ from batch 1 by {difference}"
+            (token_b, _), (token_1, gap) = draw(row, u_b[i]), draw(single, u_1[0])
+            if token_b != token_1:  # the outputs part here: only at a near-tie
+                assert gap < 1e-6, f"row {i} parted {gap} from the nearest CDF boundary"
+                parted += 1
+                break
+        else:
+            assert alone.text == batched_text[i]
+    assert parted <= 1
+    assert (batched[0][0][0] - batched[0][0][1]).abs().nan_to_num().max() > 1e-2  # rows are different prompts
+
+
 def WavLLMGreedyAdapter_generate(adapter, prompts):
     return adapter._generate_batch(prompts)  # no seeds: plain greedy search on the same model
 

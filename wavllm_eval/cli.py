@@ -137,8 +137,10 @@ def run(
             code = EXIT_RUN_INCOMPLETE
         check = entry.get("batch_invariance")
         if check:
+            parts = [str(d.get("first_difference", "?")) for d in check.get("differing", [])]
+            where = f" (they part at character {', '.join(parts)})" if parts else ""
             console.print(f"{task_id}: batch invariance: {check['n_differing']} of {check['checked']} outputs differ "
-                          "at batch size 1", highlight=False, markup=False)
+                          f"at batch size 1{where}", highlight=False, markup=False)
     console.print(f"results: {outcome.results_path}", highlight=False)
     if code != EXIT_OK:
         console.print("error: a task scored no sample or failed more than --max-failed (exit 3)", highlight=False,

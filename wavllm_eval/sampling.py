@@ -3,7 +3,10 @@
 Row i's next token is the first whose cumulative probability under softmax(logits / T) exceeds
 u * total, where u in [0, 1) comes from a hash of (sample seed, step): an exact draw from the
 tempered softmax. A row's tokens depend on nothing but its own logits and seed, so batch 1, 3 or 8,
-any order, any resume point, give the same output. The processor runs under greedy search
+any order, any resume point, give the same output, as far as the logits are the same: a batched
+matmul rounds differently from a batch of one (~1e-6 of a logit in fp32), so a uniform that falls
+that close to a CDF boundary can draw the neighbouring token (README: batching and exactness;
+tests/test_wavllm.py finds one such draw, 2e-9 from its boundary). The processor runs under greedy search
 (`do_sample=False`): it leaves 0 on the drawn token and -inf elsewhere, and the model's own batched
 `generate` does the rest.
 
