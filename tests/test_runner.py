@@ -6,6 +6,7 @@ import dataclasses
 import hashlib
 import json
 import os
+from pathlib import Path
 
 import pytest
 import soundfile as sf
@@ -50,6 +51,21 @@ def test_results_and_samples_follow_the_contract(tmp_path, corpus):
     lines = [json.loads(x) for x in samples_file(tmp_path).read_text().splitlines()]
     assert sorted(x["id"] for x in lines) == sorted(SENTENCES)  # every utterance exactly once
     assert all({"id", "prediction", "reference", "status"} <= set(x) for x in lines)
+
+
+def test_hardware_names_the_cpu_and_torch_threads_that_chose_the_kernels(tmp_path, corpus):
+    """Kernel choice decides an output at a float near-tie (README: batching and exactness), so the
+    results say which CPU and how many intra-op threads computed them."""
+    import torch
+
+    hardware = evaluate(request(tmp_path), adapter=ScriptedAdapter()).results["meta"]["hardware"]
+    assert hardware["torch_threads"] == torch.get_num_threads()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+                 if line.startswith("model name")]
+        if names:
+            assert hardware["cpu"] == names[0]
 
 
 def test_seeds_depend_only_on_run_seed_task_and_id():

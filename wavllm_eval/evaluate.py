@@ -328,13 +328,32 @@ def harness_git_sha() -> str | None:
 
 
 def hardware() -> dict[str, Any]:
+    """Where the numbers were computed. The CPU model and torch's intra-op thread count are here
+    because they choose the matmul kernels, whose rounding decides an output at a float near-tie."""
     info: dict[str, Any] = {"platform": platform.platform(), "machine": platform.machine(),
                             "cpu_count": os.cpu_count()}
+    cpu = cpu_model()
+    if cpu:
+        info["cpu"] = cpu
     torch = sys.modules.get("torch")
+    if torch is not None:
+        info["torch_threads"] = torch.get_num_threads()
     if torch is not None and torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
         info["gpu_count"] = torch.cuda.device_count()
     return info
+
+
+def cpu_model() -> str | None:
+    """The CPU's model name (Linux /proc/cpuinfo; platform.processor() elsewhere)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
 
 
 def peak_memory() -> dict[str, float]:
