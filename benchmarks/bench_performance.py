@@ -2,7 +2,8 @@
 
 Each line prints a measured value next to its target with PASS/FAIL; nothing here is a timed
 assertion in a test. Models are the tiny random WavLLM of tests/wavllm_tiny.py on CPU (fp32,
-max_new_tokens=16), audio is cut from the shared asr.flac with LibriSpeech-like durations.
+max_new_tokens=16, and 32 as well for the batching lines), audio is cut from the shared asr.flac
+with LibriSpeech-like durations.
 
 1. batched generation vs a per-sample loop (`wavllm-greedy`, and `wavllm`: seeded batched sampling)
 2. candidate scoring on the shared prefix vs a full forward per choice (audio and prompt re-encoded)
@@ -592,7 +593,8 @@ def write_results_md(path: Path, flags: str, elapsed_s: float) -> None:
              f"{stamp} · `nproc` = {os.cpu_count()} · {platform.processor() or platform.machine()} · "
              f"Python {platform.python_version()} · torch threads {__import__('torch').get_num_threads()} · "
              f"`python benchmarks/bench_performance.py{' ' + flags if flags else ''}` "
-             f"({elapsed_s:.0f} s). Tiny random WavLLM (tests/wavllm_tiny.py), CPU fp32, max_new_tokens=16.", "",
+             f"({elapsed_s:.0f} s). Tiny random WavLLM (tests/wavllm_tiny.py), CPU fp32, max_new_tokens=16 "
+             "(the batching lines: 16 and 32).", "",
              "| measurement | value | target | result |", "|---|---|---|---|"]
     for r in RESULTS:
         verdict = "" if r.passed is None else ("PASS" if r.passed else "**FAIL**")
