@@ -138,30 +138,65 @@ def clips(shared_data):
     return wave[: 16000 * 2], wave[16000 * 3: 16000 * 4]
 
 
+def torch_isfinite(x):
+    import torch
+
+    return torch.isfinite(x)
+
+
 def _prompts(clips):
     from wavllm_eval.types import Prompt
 
     long, short = clips
     return [Prompt("a", "Based on the attached audio, generate a comprehensive text transcription.", (),
                    waveforms=(long,)),
-            Prompt("b", "Is there only one speaker in the audio clip?", (), choices=("Yes", "No"),
+            # a longer instruction: the two prompts differ in length for every model (SALMONN's audio
+            # tokens are fixed by its 30 s windows), so the batch is padded and the padding is tested
+            Prompt("b", "Is there only one speaker in the audio clip? Answer with yes or no, and say nothing else.",
+                   (), choices=("Yes", "No"),
                    waveforms=(short, long[:8000]))]
 
 
+# adapters whose answers come from no LLM's logits (a recogniser's decoder, a file of answers)
+WITHOUT_LLM_LOGITS = {"pocketsphinx", "replay"}
+
+
 @pytest.mark.parametrize("model_id", MODEL_IDS)
-def test_model_declares_the_contract_and_answers_a_batch(model_id, tiny_model, clips):
+def test_model_declares_the_contract_and_answers_a_batch(model_id, tiny_model, clips, monkeypatch):
+    from wavllm_eval.adapter import FirstTokenTimer
+
     adapter = tiny_model(model_id)
     assert isinstance(adapter, ModelAdapter) and isinstance(adapter, BaseAdapter)
     assert adapter.id == model_id and adapter.default_batch_size >= 1
     assert adapter.max_audio_s is None or adapter.max_audio_s > 0
+    # every generating adapter passes each step's scores through its FirstTokenTimer: record them
+    steps: list = []
+    timer_call = FirstTokenTimer.__call__
+    monkeypatch.setattr(FirstTokenTimer, "__call__",
+                        lambda self, ids, scores: steps.append(scores.detach().float().clone()) or
+                        timer_call(self, ids, scores))
     prompts = _prompts(clips)
     seeds = [11, 12]
     batch = adapter.generate(prompts, seeds)
+    batch_steps, steps[:] = list(steps), []
     assert len(batch) == 2 and all(isinstance(g.text, str) for g in batch)
     # batch size 1 gives the same outputs, and an output does not depend on what ran before it
     alone_b = adapter.generate([prompts[1]], [seeds[1]])
+    alone_b_steps, steps[:] = list(steps), []
     alone_a = adapter.generate([prompts[0]], [seeds[0]])
+    alone_a_steps = list(steps)
     assert [g.text for g in batch] == [alone_a[0].text, alone_b[0].text]
+    # ... and not by luck: each prompt's rows of the (left-padded) batch have, at every step, the
+    # scores it has alone, within float rounding; a padding, mask or position fault moves them far more
+    assert bool(batch_steps) == (model_id not in WITHOUT_LLM_LOGITS)
+    for i, alone_steps in enumerate((alone_a_steps, alone_b_steps) if batch_steps else ()):
+        assert alone_steps
+        for batched, single in zip(batch_steps, alone_steps, strict=False):
+            rows = batched.shape[0] // 2  # one row per prompt, or one per beam
+            row = batched[i * rows: (i + 1) * rows]
+            finite = torch_isfinite(single)
+            assert row.shape == single.shape and (torch_isfinite(row) == finite).all()
+            assert float((row[finite] - single[finite]).abs().max()) < 1e-4, f"prompt {i}: scores depend on the batch"
     if adapter.supports_choice_scoring:
         [scores] = adapter.score_choices([prompts[1]])
         assert len(scores) == 2 and all(s <= 0 for s in scores)
