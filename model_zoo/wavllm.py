@@ -249,14 +249,15 @@ class WavLLMAdapter(SpeechLLMAdapter):
         inputs, mask = left_pad_embeddings([b[0] for b in built])
         self.model.lora_scale.value = torch.cat([b[1] for b in built])
         decoding = self.decoding
-        # sampling: the seeded inverse-CDF processor under greedy search, so the batch equals batch 1
+        # sampling: the seeded inverse-CDF processor under greedy search, so the batch equals batch 1;
+        # the timer (pass-through) comes first: it notes the first logits, and sees them as they are
         processors = [self.sampler(seeds)] if decoding.do_sample and seeds is not None else []
         try:
             with torch.no_grad():
                 out = self.model.llama.generate(
                     inputs_embeds=inputs, attention_mask=mask, max_new_tokens=max(limits), min_new_tokens=1,
                     do_sample=False, num_beams=decoding.num_beams, bad_words_ids=[[UNK]], eos_token_id=EOS,
-                    pad_token_id=UNK, logits_processor=[*processors, timer])
+                    pad_token_id=UNK, logits_processor=[timer, *processors])
         finally:
             self.model.lora_scale.value = None
         generations = []

@@ -3,11 +3,13 @@ registered (STYLE.md). A task needs an entry in tests/native_trees.py, a model i
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import math
 import pkgutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import tests.tiny_models as tiny_models
@@ -184,8 +186,16 @@ def test_model_declares_the_contract_and_answers_a_batch(model_id, tiny_model, c
     alone_b = adapter.generate([prompts[1]], [seeds[1]])
     alone_b_steps, steps[:] = list(steps), []
     alone_a = adapter.generate([prompts[0]], [seeds[0]])
-    alone_a_steps = list(steps)
+    alone_a_steps, steps[:] = list(steps), []
     assert [g.text for g in batch] == [alone_a[0].text, alone_b[0].text]
+    # the audio reaches the model through generate: silence of the same length changes the first scores
+    silent = dataclasses.replace(prompts[0], waveforms=tuple(np.zeros_like(w) for w in prompts[0].waveforms))
+    adapter.generate([silent], [seeds[0]])
+    if alone_a_steps:
+        finite = torch_isfinite(steps[0]) & torch_isfinite(alone_a_steps[0])
+        # a model that never hears the audio gives these scores to the last bit; the tiny random models'
+        # audio effect is small (tiny Qwen3-ASR: 7e-5), so the bound sits an order above float noise (~1e-6)
+        assert float((steps[0][finite] - alone_a_steps[0][finite]).abs().max()) > 1e-5, "the audio changes nothing"
     # ... and not by luck: each prompt's rows of the (left-padded) batch have, at every step, the
     # scores it has alone, within float rounding; a padding, mask or position fault moves them far more
     assert bool(batch_steps) == (model_id not in WITHOUT_LLM_LOGITS)
