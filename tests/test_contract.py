@@ -146,6 +146,12 @@ def torch_isfinite(x):
     return torch.isfinite(x)
 
 
+def torch_equal(x, y) -> bool:
+    import torch
+
+    return torch.equal(x, y)
+
+
 def _prompts(clips):
     from wavllm_eval.types import Prompt
 
@@ -196,6 +202,11 @@ def test_model_declares_the_contract_and_answers_a_batch(model_id, tiny_model, c
         # a model that never hears the audio gives these scores to the last bit; the tiny random models'
         # audio effect is small (tiny Qwen3-ASR: 7e-5), so the bound sits an order above float noise (~1e-6)
         assert float((steps[0][finite] - alone_a_steps[0][finite]).abs().max()) > 1e-5, "the audio changes nothing"
+        # and nothing of what ran before carries over: the same call again gives the same scores, to the bit
+        steps[:] = []
+        again = adapter.generate([prompts[0]], [seeds[0]])
+        assert again[0].text == alone_a[0].text and len(steps) == len(alone_a_steps)
+        assert all(torch_equal(x, y) for x, y in zip(steps, alone_a_steps, strict=True))
     # ... and not by luck: each prompt's rows of the (left-padded) batch have, at every step, the
     # scores it has alone, within float rounding; a padding, mask or position fault moves them far more
     assert bool(batch_steps) == (model_id not in WITHOUT_LLM_LOGITS)
