@@ -234,8 +234,9 @@ class WavLLMAdapter(SpeechLLMAdapter):
         audio = self.embed_audio([p.prepared if isinstance(p.prepared, AudioFeatures) else
                                   self.audio_features(p.single_waveform()) for p in prompts])
         built = [self.input_embeddings(p, a) for p, a in zip(prompts, audio, strict=True)]
-        # kept for score_choices on the same prompts (the runner scores right after generating)
-        self._prefix_cache = {p.sample_id: (b[0], b[1]) for p, b in zip(prompts, built, strict=True)}
+        # kept for score_choices on the same prompts (the runner scores right after generating); keyed by
+        # the Prompt object itself, so another prompt under the same sample id never gets this prefix
+        self._prefix_cache = {id(p): (p, b[0], b[1]) for p, b in zip(prompts, built, strict=True)}
         return built
 
     # --- generation -------------------------------------------------------------------------------
@@ -281,14 +282,14 @@ class WavLLMAdapter(SpeechLLMAdapter):
         import torch
 
         cached = getattr(self, "_prefix_cache", {})
-        missing = [p for p in prompts if p.sample_id not in cached]
+        missing = [p for p in prompts if cached.get(id(p), (None,))[0] is not p]
         if missing:
             self.build_inputs(missing)
             cached = {**cached, **self._prefix_cache}
         scores = []
         llama = self.model.llama
         for prompt in prompts:
-            inputs, scale = cached[prompt.sample_id]
+            _, inputs, scale = cached[id(prompt)]
             self.model.lora_scale.value = scale
             row = []
             try:

@@ -441,6 +441,19 @@ def test_shared_prefix_choice_scores_equal_full_forwards(adapter, asr_audio):
     assert fast == pytest.approx(slow, abs=1e-5)
 
 
+def test_choice_scores_never_reuse_another_prompts_prefix(adapter, asr_audio):
+    """score_choices reuses the prefix generation built, but only for the very same prompt: another
+    prompt under the same sample id (other audio) is encoded afresh."""
+    question, choices = "Is there only one speaker in the audio clip?", ("Yes", "No")
+    generated = Prompt("s", question, (), choices=choices, waveforms=(asr_audio[:16000],))
+    other = Prompt("s", question, (), choices=choices, waveforms=(asr_audio[16000 * 4: 16000 * 6],))
+    adapter.generate([generated], [1])
+    [after_generation] = adapter.score_choices([other])
+    [fresh] = adapter.score_choices([other])
+    [own] = adapter.score_choices([generated])
+    assert after_generation == fresh and own != pytest.approx(fresh, abs=1e-4)
+
+
 def test_whisper_chunks_of_a_batch_equal_clip_by_clip(adapter, asr_audio):
     clips = [asr_audio[:16000 * 2], asr_audio[: 16000 * 10], asr_audio[16000: 16000 * 4]]
     together = adapter.audio_embeddings_batch(clips)
