@@ -221,6 +221,14 @@ def test_model_declares_the_contract_and_answers_a_batch(model_id, tiny_model, c
     if adapter.supports_choice_scoring:
         [scores] = adapter.score_choices([prompts[1]])
         assert len(scores) == 2 and all(s <= 0 for s in scores)
+    if adapter.supports_choice_scoring and model_id not in WITHOUT_LLM_LOGITS:
+        # candidate scores, too, depend on neither the batch nor what ran before, and they hear the audio
+        first = dataclasses.replace(prompts[0], sample_id="c", choices=("No", "Yes"))
+        together = adapter.score_choices([first, prompts[1]])
+        assert together[1] == pytest.approx(scores, abs=1e-5)
+        deaf = dataclasses.replace(prompts[1], waveforms=tuple(np.zeros_like(w) for w in prompts[1].waveforms))
+        [silent_scores] = adapter.score_choices([deaf])
+        assert max(abs(a - b) for a, b in zip(silent_scores, scores, strict=True)) > 1e-5
     described = adapter.describe()
     assert described["id"] == model_id
 
