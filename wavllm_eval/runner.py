@@ -421,7 +421,7 @@ def batch_invariance(adapter: ModelAdapter, task: Task, samples: Sequence[Sample
                               "first_difference": common_prefix_length(batched, alone.text)})
     if differing:
         log.warning("%s: %d of %d outputs differ between the batched run and batch size 1 (first differing "
-                    "character: %s; a late one is a float near-tie, one at 0 a batching fault)", task.id,
+                    "character: %s; after a shared prefix most likely a float near-tie, many at 0 a batching fault)", task.id,
                     len(differing), len(chosen), ", ".join(str(d["first_difference"]) for d in differing))
     return {"checked": len(chosen), "n_differing": len(differing), "differing": differing}
 
