@@ -78,6 +78,37 @@ class AudioFeatures:
     wavlm_mask: Any  # (1, n_samples)
 
 
+def released_constraints():
+    """The release's decoding constraints as one logits processor: id 0 (pad = unk) is never drawn,
+    and EOS not at the first step (min_new_tokens=1, counted from the generated tokens). Ours rather
+    than transformers' own, so that the processors before it see the logits as the model gave them."""
+    from transformers import LogitsProcessor
+
+    class ReleasedConstraints(LogitsProcessor):
+        def __call__(self, input_ids, scores):
+            scores = scores.clone()
+            scores[:, UNK] = float("-inf")
+            if input_ids.shape[1] == 0:  # generating from inputs_embeds: no prompt ids precede
+                scores[:, EOS] = float("-inf")
+            return scores
+
+    return ReleasedConstraints()
+
+
+class FirstStepLogits:
+    """A pass-through logits processor keeping the first step's raw logits of some rows: the
+    next-token distribution after the whole prompt, from which single-token choices are read."""
+
+    def __init__(self, rows: Sequence[int]) -> None:
+        self.wanted = list(rows)
+        self.rows: dict[int, Any] = {}
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        if self.wanted and not self.rows:
+            self.rows = {i: scores[i].detach().clone() for i in self.wanted}
+        return scores
+
+
 @register_model("wavllm")
 class WavLLMAdapter(SpeechLLMAdapter):
     """WavLLM (Whisper + WavLM encoders, LLaMA-2-7B-chat, prompt-aware LoRA), released decoding: sampling T=0.5."""
@@ -237,6 +268,7 @@ class WavLLMAdapter(SpeechLLMAdapter):
         # kept for score_choices on the same prompts (the runner scores right after generating); keyed by
         # the Prompt object itself, so another prompt under the same sample id never gets this prefix
         self._prefix_cache = {id(p): (p, b[0], b[1]) for p, b in zip(prompts, built, strict=True)}
+        self._first_step_logits: dict[int, tuple[Prompt, Any]] = {}
         return built
 
     # --- generation -------------------------------------------------------------------------------
@@ -250,17 +282,22 @@ class WavLLMAdapter(SpeechLLMAdapter):
         inputs, mask = left_pad_embeddings([b[0] for b in built])
         self.model.lora_scale.value = torch.cat([b[1] for b in built])
         decoding = self.decoding
-        # sampling: the seeded inverse-CDF processor under greedy search, so the batch equals batch 1;
-        # the timer (pass-through) comes first: it notes the first logits, and sees them as they are
-        processors = [self.sampler(seeds)] if decoding.do_sample and seeds is not None else []
+        # In order: the timer (pass-through: it notes when the first logits exist), the first step's
+        # raw logits kept for score_choices, the release's constraints, and for sampling the seeded
+        # inverse-CDF processor under greedy search (so the batch equals batch 1).
+        first_step = FirstStepLogits([i for i, p in enumerate(prompts) if p.choices and decoding.num_beams == 1])
+        processors = [timer, first_step, released_constraints()]
+        if decoding.do_sample and seeds is not None:
+            processors.append(self.sampler(seeds))
         try:
             with torch.no_grad():
                 out = self.model.llama.generate(
-                    inputs_embeds=inputs, attention_mask=mask, max_new_tokens=max(limits), min_new_tokens=1,
-                    do_sample=False, num_beams=decoding.num_beams, bad_words_ids=[[UNK]], eos_token_id=EOS,
-                    pad_token_id=UNK, logits_processor=[timer, *processors])
+                    inputs_embeds=inputs, attention_mask=mask, max_new_tokens=max(limits), do_sample=False,
+                    num_beams=decoding.num_beams, eos_token_id=EOS, pad_token_id=UNK, logits_processor=processors)
         finally:
             self.model.lora_scale.value = None
+        for i, logits in first_step.rows.items():
+            self._first_step_logits[id(prompts[i])] = (prompts[i], logits)
         generations = []
         for row, limit in zip(out.tolist(), limits, strict=True):
             tokens = row[:limit]
@@ -273,22 +310,32 @@ class WavLLMAdapter(SpeechLLMAdapter):
         """log P(choice | audio, prompt): summed log-probabilities of each choice's tokens after the
         prompt, under the sample's own prompt scale.
 
-        The prompt (audio included) is encoded once, reusing what generation built for the same
-        sample; one forward over it gives every single-token choice (Yes/No, emotion words and option
-        letters are single LLaMA tokens) for free, and a longer choice continues from a copy of its
-        key/value cache."""
+        Right after generating the same Prompt, choices that are all single tokens (Yes/No, the
+        emotion words and option letters are single LLaMA tokens) are read off the first generation
+        step's logits: no model call at all. Otherwise the prompt (audio included) is encoded once,
+        reusing the inputs generation built; one forward over it gives every single-token choice, and
+        a longer choice continues from a copy of its key/value cache."""
         import copy
 
         import torch
 
+        first_steps = getattr(self, "_first_step_logits", {})
+        token_ids = {id(p): [self.tokenizer.encode(c) for c in p.choices] for p in prompts}
+        # every choice one token and this very prompt generated: its first step's logits answer it
+        free = {id(p): first_steps[id(p)][1] for p in prompts if first_steps.get(id(p), (None,))[0] is p
+                and all(len(ids) == 1 for ids in token_ids[id(p)])}
         cached = getattr(self, "_prefix_cache", {})
-        missing = [p for p in prompts if cached.get(id(p), (None,))[0] is not p]
+        missing = [p for p in prompts if id(p) not in free and cached.get(id(p), (None,))[0] is not p]
         if missing:
             self.build_inputs(missing)
             cached = {**cached, **self._prefix_cache}
         scores = []
         llama = self.model.llama
         for prompt in prompts:
+            if id(prompt) in free:
+                first = torch.log_softmax(free[id(prompt)].float(), dim=-1)
+                scores.append([float(first[ids[0]]) for ids in token_ids[id(prompt)]])
+                continue
             _, inputs, scale = cached[id(prompt)]
             self.model.lora_scale.value = scale
             row = []
@@ -308,7 +355,7 @@ class WavLLMAdapter(SpeechLLMAdapter):
             finally:
                 self.model.lora_scale.value = None
             scores.append(row)
-        self._prefix_cache = {}
+        self._prefix_cache, self._first_step_logits = {}, {}
         return scores
 
     def describe(self) -> Mapping[str, Any]:

@@ -454,6 +454,74 @@ def test_choice_scores_never_reuse_another_prompts_prefix(adapter, asr_audio):
     assert after_generation == fresh and own != pytest.approx(fresh, abs=1e-4)
 
 
+def full_forward_choice_logprobs(adapter, prompt) -> list[float]:
+    """log P(choice | audio, prompt) from one forward pass over prompt + choice, per choice."""
+    inputs, scale, _ = adapter.input_embeddings(prompt)
+    embed = adapter.model.llama.model.embed_tokens
+    out = []
+    adapter.model.lora_scale.value = scale
+    try:
+        with torch.no_grad():
+            for choice in prompt.choices:
+                ids = adapter.tokenizer.encode(choice)
+                full = torch.cat([inputs, embed(torch.tensor([ids]))], dim=1)
+                logits = adapter.model.llama(inputs_embeds=full).logits[0].double()
+                start = inputs.shape[1] - 1
+                logprobs = torch.log_softmax(logits[start: start + len(ids)], dim=-1)
+                out.append(float(logprobs[torch.arange(len(ids)), torch.tensor(ids)].sum()))
+    finally:
+        adapter.model.lora_scale.value = None
+    return out
+
+
+@pytest.mark.parametrize("sampled", [False, True])
+def test_single_token_choices_are_read_off_the_first_generation_step(adapter, sampling_adapter, asr_audio, sampled):
+    """After generate, Yes/No (and option letters, emotion words) cost no model call: the first
+    step's logits, before any constraint or sampling, give log P(choice) as a full forward does."""
+    model = sampling_adapter if sampled else adapter
+    choices = ("Yes", "No")
+    assert all(len(model.tokenizer.encode(c)) == 1 for c in choices)
+    prompts = [Prompt(str(i), "Is there only one speaker in the audio clip?", (), choices=choices,
+                      waveforms=(asr_audio[8000 * i: 8000 * i + 12000 + 4000 * i],)) for i in range(3)]
+    model.generate(prompts, [5, 6, 7])
+    calls = []
+    hook = model.model.llama.register_forward_pre_hook(lambda module, args: calls.append(1))
+    try:
+        fast = model.score_choices(prompts)
+    finally:
+        hook.remove()
+    assert calls == []  # no forward pass: read off the generation
+    for prompt, row in zip(prompts, fast, strict=True):
+        assert row == pytest.approx(full_forward_choice_logprobs(model, prompt), abs=1e-5)
+    # a second call (no generation just before) scores them with its own forward, equally
+    again = model.score_choices(prompts)
+    assert [x for row in again for x in row] == pytest.approx([x for row in fast for x in row], abs=1e-5)
+
+
+def test_released_constraints_ban_pad_always_and_eos_at_the_first_step(adapter, asr_audio):
+    """The release never draws id 0 (pad = unk), and not EOS as the first token: with the EOS logit
+    raised above every other, the answer is one token, then EOS."""
+    from wavllm_eval.model_zoo.wavllm import EOS, UNK, released_constraints
+
+    constraints = released_constraints()
+    scores = torch.randn(2, 10)
+    first, later = constraints(torch.zeros(2, 0, dtype=torch.long), scores), constraints(torch.ones(2, 3, dtype=torch.long), scores)
+    assert torch.isinf(first[:, [UNK, EOS]]).all() and torch.equal(first[:, 3:], scores[:, 3:])
+    assert torch.isinf(later[:, UNK]).all() and torch.equal(later[:, 1:], scores[:, 1:])
+
+    prompt = Prompt("e", ASR_PROMPT, (), waveforms=(asr_audio[:16000],))
+    free = adapter.generate([prompt], [0])[0]
+    head = adapter.model.llama.lm_head
+    bias = torch.zeros(head.out_features)
+    bias[EOS] = 1000.0  # EOS above every other token at every step
+    head.bias = torch.nn.Parameter(bias)
+    try:
+        ended = adapter.generate([prompt], [0])[0]
+    finally:
+        head.bias = None
+    assert free.n_new_tokens > 1 and ended.n_new_tokens == 1 and ended.text != ""
+
+
 def test_whisper_chunks_of_a_batch_equal_clip_by_clip(adapter, asr_audio):
     clips = [asr_audio[:16000 * 2], asr_audio[: 16000 * 10], asr_audio[16000: 16000 * 4]]
     together = adapter.audio_embeddings_batch(clips)
