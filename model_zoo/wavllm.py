@@ -48,6 +48,7 @@ from wavllm_eval.adapter import (
     token_logprob_sum,
 )
 from wavllm_eval.errors import InputError
+from wavllm_eval.first_step import ChoiceReadOff, FirstStepLogits
 from wavllm_eval.registry import register_model
 from wavllm_eval.types import SAMPLE_RATE_HZ, Generation, Prompt
 
@@ -95,20 +96,6 @@ def released_constraints():
     return ReleasedConstraints()
 
 
-class FirstStepLogits:
-    """A pass-through logits processor keeping the first step's raw logits of some rows: the
-    next-token distribution after the whole prompt, from which single-token choices are read."""
-
-    def __init__(self, rows: Sequence[int]) -> None:
-        self.wanted = list(rows)
-        self.rows: dict[int, Any] = {}
-
-    def __call__(self, input_ids: Any, scores: Any) -> Any:
-        if self.wanted and not self.rows:
-            self.rows = {i: scores[i].detach().clone() for i in self.wanted}
-        return scores
-
-
 @register_model("wavllm")
 class WavLLMAdapter(SpeechLLMAdapter):
     """WavLLM (Whisper + WavLM encoders, LLaMA-2-7B-chat, prompt-aware LoRA), released decoding: sampling T=0.5."""
@@ -129,6 +116,7 @@ class WavLLMAdapter(SpeechLLMAdapter):
         self.path, self.device, self.dtype = path, device, dtype
         self.options = options
         self.quantised = any("quantized" in type(m).__module__ for m in model.modules())
+        self.read_off = ChoiceReadOff()  # single-token choices from the first generation step
 
     # --- loading ----------------------------------------------------------------------------------
     @classmethod
@@ -268,7 +256,6 @@ class WavLLMAdapter(SpeechLLMAdapter):
         # kept for score_choices on the same prompts (the runner scores right after generating); keyed by
         # the Prompt object itself, so another prompt under the same sample id never gets this prefix
         self._prefix_cache = {id(p): (p, b[0], b[1]) for p, b in zip(prompts, built, strict=True)}
-        self._first_step_logits: dict[int, tuple[Prompt, Any]] = {}
         return built
 
     # --- generation -------------------------------------------------------------------------------
@@ -285,7 +272,7 @@ class WavLLMAdapter(SpeechLLMAdapter):
         # In order: the timer (pass-through: it notes when the first logits exist), the first step's
         # raw logits kept for score_choices, the release's constraints, and for sampling the seeded
         # inverse-CDF processor under greedy search (so the batch equals batch 1).
-        first_step = FirstStepLogits([i for i, p in enumerate(prompts) if p.choices and decoding.num_beams == 1])
+        first_step = FirstStepLogits(prompts, rows_per_prompt=decoding.num_beams)
         processors = [timer, first_step, released_constraints()]
         if decoding.do_sample and seeds is not None:
             processors.append(self.sampler(seeds))
@@ -296,8 +283,7 @@ class WavLLMAdapter(SpeechLLMAdapter):
                     num_beams=decoding.num_beams, eos_token_id=EOS, pad_token_id=UNK, logits_processor=processors)
         finally:
             self.model.lora_scale.value = None
-        for i, logits in first_step.rows.items():
-            self._first_step_logits[id(prompts[i])] = (prompts[i], logits)
+        self.read_off.keep(first_step)
         generations = []
         for row, limit in zip(out.tolist(), limits, strict=True):
             tokens = row[:limit]
@@ -312,51 +298,71 @@ class WavLLMAdapter(SpeechLLMAdapter):
 
         Right after generating the same Prompt, choices that are all single tokens (Yes/No, the
         emotion words and option letters are single LLaMA tokens) are read off the first generation
-        step's logits: no model call at all. Otherwise the prompt (audio included) is encoded once,
+        step's logits: no model call (wavllm_eval.first_step; checked once against a forward pass).
+        Otherwise the prompt (audio included) is encoded once,
         reusing the inputs generation built; one forward over it gives every single-token choice, and
         a longer choice continues from a copy of its key/value cache."""
+        import torch
+
+        token_ids = {id(p): [self.tokenizer.encode(c) for c in p.choices] for p in prompts}
+        prefixes = dict(getattr(self, "_prefix_cache", {}))
+
+        def prefix(prompt: Prompt) -> tuple[Any, Any]:
+            entry = prefixes.get(id(prompt))
+            if entry is None or entry[0] is not prompt:
+                self.build_inputs([prompt])
+                prefixes.update(self._prefix_cache)
+                entry = prefixes[id(prompt)]
+            return entry[1], entry[2]
+
+        def next_token_logits(prompt: Prompt):
+            inputs, scale = prefix(prompt)
+            self.model.lora_scale.value = scale
+            try:
+                with torch.no_grad():
+                    return self.model.llama(inputs_embeds=inputs).logits[0, -1]
+            finally:
+                self.model.lora_scale.value = None
+
+        # the prompts that need forward passes have their audio encoded together
+        unbuilt = [p for p in prompts if not self.read_off.answerable(p, token_ids[id(p)])
+                   and prefixes.get(id(p), (None,))[0] is not p]
+        if unbuilt:
+            self.build_inputs(unbuilt)
+            prefixes.update(self._prefix_cache)
+        scores = []
+        for prompt in prompts:
+            row = self.read_off.scores(prompt, token_ids[id(prompt)], lambda p=prompt: next_token_logits(p))
+            scores.append(row if row is not None else self.forward_choice_scores(token_ids[id(prompt)], *prefix(prompt)))
+        self._prefix_cache = {}
+        self.read_off.clear()
+        return scores
+
+    def forward_choice_scores(self, token_ids: Sequence[Sequence[int]], inputs: Any, scale: Any) -> list[float]:
+        """log P of each choice's tokens after the prompt's inputs: one forward over the prefix, and a
+        longer choice continues from a copy of its key/value cache."""
         import copy
 
         import torch
 
-        first_steps = getattr(self, "_first_step_logits", {})
-        token_ids = {id(p): [self.tokenizer.encode(c) for c in p.choices] for p in prompts}
-        # every choice one token and this very prompt generated: its first step's logits answer it
-        free = {id(p): first_steps[id(p)][1] for p in prompts if first_steps.get(id(p), (None,))[0] is p
-                and all(len(ids) == 1 for ids in token_ids[id(p)])}
-        cached = getattr(self, "_prefix_cache", {})
-        missing = [p for p in prompts if id(p) not in free and cached.get(id(p), (None,))[0] is not p]
-        if missing:
-            self.build_inputs(missing)
-            cached = {**cached, **self._prefix_cache}
-        scores = []
         llama = self.model.llama
-        for prompt in prompts:
-            if id(prompt) in free:
-                first = torch.log_softmax(free[id(prompt)].float(), dim=-1)
-                scores.append([float(first[ids[0]]) for ids in token_ids[id(prompt)]])
-                continue
-            _, inputs, scale = cached[id(prompt)]
-            self.model.lora_scale.value = scale
-            row = []
-            try:
-                with torch.no_grad():
-                    prefix = llama(inputs_embeds=inputs, use_cache=True)
-                    first = torch.log_softmax(prefix.logits[0, -1].float(), dim=-1)
-                    for choice in prompt.choices:
-                        ids = self.tokenizer.encode(choice)
-                        total = float(first[ids[0]])
-                        if len(ids) > 1:
-                            rest = llama(input_ids=torch.tensor([ids[:-1]], device=self.device),
-                                         past_key_values=copy.deepcopy(prefix.past_key_values), use_cache=True)
-                            logprobs = torch.log_softmax(rest.logits[0].float(), dim=-1)
-                            total += token_logprob_sum(logprobs, ids[1:])
-                        row.append(total)
-            finally:
-                self.model.lora_scale.value = None
-            scores.append(row)
-        self._prefix_cache, self._first_step_logits = {}, {}
-        return scores
+        self.model.lora_scale.value = scale
+        row = []
+        try:
+            with torch.no_grad():
+                prefix = llama(inputs_embeds=inputs, use_cache=True)
+                first = torch.log_softmax(prefix.logits[0, -1].float(), dim=-1)
+                for ids in token_ids:
+                    total = float(first[ids[0]])
+                    if len(ids) > 1:
+                        rest = llama(input_ids=torch.tensor([ids[:-1]], device=self.device),
+                                     past_key_values=copy.deepcopy(prefix.past_key_values), use_cache=True)
+                        logprobs = torch.log_softmax(rest.logits[0].float(), dim=-1)
+                        total += token_logprob_sum(logprobs, ids[1:])
+                    row.append(total)
+        finally:
+            self.model.lora_scale.value = None
+        return row
 
     def describe(self) -> Mapping[str, Any]:
         import torch

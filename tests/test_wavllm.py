@@ -484,6 +484,9 @@ def test_single_token_choices_are_read_off_the_first_generation_step(adapter, sa
     prompts = [Prompt(str(i), "Is there only one speaker in the audio clip?", (), choices=choices,
                       waveforms=(asr_audio[8000 * i: 8000 * i + 12000 + 4000 * i],)) for i in range(3)]
     model.generate(prompts, [5, 6, 7])
+    model.score_choices(prompts)  # the adapter's first read-off is checked against a forward pass, once
+    assert model.read_off.trusted is True
+    model.generate(prompts, [5, 6, 7])
     calls = []
     hook = model.model.llama.register_forward_pre_hook(lambda module, args: calls.append(1))
     try:
