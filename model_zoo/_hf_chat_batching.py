@@ -19,6 +19,7 @@ from typing import Any
 
 from wavllm_eval.adapter import FirstTokenTimer, SpeechLLMAdapter, token_logprob_sum
 from wavllm_eval.errors import InputError
+from wavllm_eval.first_step import ChoiceReadOff, FirstStepLogits, no_stop_before
 from wavllm_eval.types import SAMPLE_RATE_HZ, Generation, Prompt
 
 MIN_NEW_TOKENS = 1  # the official eval scripts' generate(min_new_tokens=1)
@@ -96,6 +97,7 @@ class HFAudioChatAdapter(SpeechLLMAdapter):
         self.path, self.options, self.dtype, self.device = path, options, dtype, device
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.stop_ids = stop_token_ids(tokenizer, getattr(model, "generation_config", None))
+        self.read_off = ChoiceReadOff()  # single-token choices from the first generation step
 
     # --- what a subclass defines -----------------------------------------------------------------
     def prompt_text(self, prompt: Prompt) -> str:
@@ -138,12 +140,16 @@ class HFAudioChatAdapter(SpeechLLMAdapter):
         timer = FirstTokenTimer()
         inputs = self.inputs_for(prompts)
         limit = self.options.cap(max(p.max_new_tokens for p in prompts))
+        prompt_len = inputs["input_ids"].shape[1]
+        # the first step's logits are kept before min_new_tokens bans the stop tokens (in our processor)
+        first_step = FirstStepLogits(prompts)
+        processors = [timer, first_step, no_stop_before(self.stop_ids, MIN_NEW_TOKENS, prompt_len)]
         with torch.no_grad():
-            out = self.model.generate(**inputs, max_new_tokens=limit, min_new_tokens=MIN_NEW_TOKENS,
+            out = self.model.generate(**inputs, max_new_tokens=limit, min_new_tokens=None,
                                       do_sample=False, num_beams=1, temperature=None, top_p=None, top_k=None,
                                       eos_token_id=self.stop_ids, pad_token_id=self.pad_id,
-                                      logits_processor=[timer])
-        prompt_len = inputs["input_ids"].shape[1]
+                                      logits_processor=processors)
+        self.read_off.keep(first_step)
         generations = []
         for row, prompt in zip(out[:, prompt_len:].tolist(), prompts, strict=True):
             row = row[: self.options.cap(prompt.max_new_tokens)]  # one batch limit; each prompt keeps its own
@@ -160,9 +166,11 @@ class HFAudioChatAdapter(SpeechLLMAdapter):
         return list(self.tokenizer(choice, add_special_tokens=False)["input_ids"])
 
     def score_choices(self, prompts: Sequence[Prompt]) -> list[list[float]]:
-        """log P(choice | audio, prompt), summed over the choice's tokens after the generation prompt;
-        one forward per prompt over all its choices (the prefix repeated, the choices right-padded:
-        padding after a causal row changes none of its earlier logits)."""
+        """log P(choice | audio, prompt), summed over the choice's tokens after the generation prompt.
+        Right after generating the same Prompt, single-token choices are read off the first step
+        (wavllm_eval.first_step); otherwise one forward per prompt over all its choices (the prefix
+        repeated, the choices right-padded: padding after a causal row changes none of its earlier
+        logits)."""
         import torch
 
         scores: list[list[float]] = []
@@ -170,9 +178,13 @@ class HFAudioChatAdapter(SpeechLLMAdapter):
             if not prompt.choices:
                 scores.append([])
                 continue
+            choices = [self.choice_token_ids(c) for c in prompt.choices]
+            read = self.read_off.scores(prompt, choices, lambda p=prompt: self.next_token_logits(p))
+            if read is not None:
+                scores.append(read)
+                continue
             prefix = self.inputs_for([prompt])
             ids = prefix["input_ids"][0]
-            choices = [self.choice_token_ids(c) for c in prompt.choices]
             longest = max(len(c) for c in choices)
             k, n = len(choices), ids.shape[0]
             rows = torch.full((k, n + longest), self.pad_id, dtype=ids.dtype, device=ids.device)
@@ -193,7 +205,15 @@ class HFAudioChatAdapter(SpeechLLMAdapter):
             for j, choice in enumerate(choices):
                 row_scores.append(token_logprob_sum(logprobs[j], choice))
             scores.append(row_scores)
+        self.read_off.clear()
         return scores
+
+    def next_token_logits(self, prompt: Prompt):
+        """The model's logits for the token after `prompt`'s generation prompt (a forward pass alone)."""
+        import torch
+
+        with torch.no_grad():
+            return self.model(**self.inputs_for([prompt])).logits[0, -1]
 
     def describe(self) -> Mapping[str, Any]:
         info: dict[str, Any] = {

@@ -236,6 +236,28 @@ def test_choice_scores_equal_an_independent_forward(omni, speech):
     assert pair == pytest.approx(independent_choice_logprobs(omni, chat_text(SV, 2), speech, ("Yes", "No")), abs=1e-5)
 
 
+def test_single_token_choices_after_generation_cost_no_forward(omni, speech):
+    """Right after generate, option letters are read off the first step: the independent computation's
+    numbers, with no model call (the first read-off is checked against a forward pass, once)."""
+    question = "What will the man do next? A. Start to take exercise; B. Do as he always does; C. Change his time."
+    prompts = [Prompt(f"q{i}", question, (), ("A", "B", "C"), waveforms=(speech[i],)) for i in range(2)]
+    assert all(len(omni.choice_token_ids(c)) == 1 for c in ("A", "B", "C"))
+    omni.generate(prompts, [1, 2])
+    omni.score_choices(prompts)
+    assert omni.read_off.trusted is True
+    omni.generate(prompts, [1, 2])
+    calls = []
+    hook = omni.model.register_forward_pre_hook(lambda module, args: calls.append(1))
+    try:
+        read = omni.score_choices(prompts)
+    finally:
+        hook.remove()
+    assert calls == []
+    for prompt, row in zip(prompts, read, strict=True):
+        expected = independent_choice_logprobs(omni, chat_text(question, 1), prompt.waveforms, ("A", "B", "C"))
+        assert row == pytest.approx(expected, abs=1e-5)
+
+
 def test_a_clip_over_the_window_never_reaches_the_feature_extractor(omni, monkeypatch, speech):
     assert omni.max_audio_s == omni.feature_extractor.n_samples / 16000 == 30.0
     calls = []

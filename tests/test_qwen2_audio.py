@@ -197,6 +197,32 @@ def test_choice_scores_equal_an_independent_forward(model, request, speech):
     assert sv_scores == pytest.approx(independent_choice_logprobs(adapter, sv_text, speech, ("Yes", "No")), abs=1e-5)
 
 
+@pytest.mark.parametrize("model", ["instruct", "base"])
+def test_single_token_choices_after_generation_cost_no_forward(model, request, speech):
+    """Right after generate, option letters (single tokens in this tiny tokenizer; Yes/No are too in
+    the released one) are read off the first step: the independent computation's numbers, with no
+    model call (the adapter's first read-off is checked against a forward pass, once)."""
+    adapter = request.getfixturevalue(model)
+    question = "What will the man do next? A. Exercise; B. As always; C. Change his time. Answer with a letter."
+    choices = ("A", "B", "C")
+    trials = [Prompt(f"q{i}", question, (), choices, waveforms=(speech[i], speech[1 - i])) for i in range(2)]
+    assert all(len(adapter.choice_token_ids(c)) == 1 for c in choices)
+    adapter.generate(trials, [1, 2])
+    adapter.score_choices(trials)
+    assert adapter.read_off.trusted is True
+    adapter.generate(trials, [1, 2])
+    calls = []
+    hook = adapter.model.register_forward_pre_hook(lambda module, args: calls.append(1))
+    try:
+        read = adapter.score_choices(trials)
+    finally:
+        hook.remove()
+    assert calls == []
+    for trial, row in zip(trials, read, strict=True):
+        expected = independent_choice_logprobs(adapter, adapter.prompt_text(trial), trial.waveforms, choices)
+        assert row == pytest.approx(expected, abs=1e-5)
+
+
 def test_a_45_s_clip_never_reaches_the_processor(instruct, monkeypatch, speech):
     assert type(instruct).max_audio_s == instruct.max_audio_s == 30.0
     calls = []
