@@ -39,9 +39,14 @@ from wavllm_eval.adapter import (
     token_logprob_sum,
 )
 from wavllm_eval.errors import InputError
+from wavllm_eval.first_step import ChoiceReadOff, FirstStepLogits
 from wavllm_eval.registry import register_model
 from wavllm_eval.types import CLIP_GAP_S, SAMPLE_RATE_HZ, Generation, Prompt
 
+# generation_config entries that change greedy search, at values that change nothing
+NEUTRAL_SEARCH = {"repetition_penalty": 1.0, "encoder_repetition_penalty": 1.0, "no_repeat_ngram_size": 0,
+                  "encoder_no_repeat_ngram_size": 0, "min_length": 0, "min_new_tokens": 0, "suppress_tokens": [],
+                  "begin_suppress_tokens": [], "renormalize_logits": False}
 WEIGHTS = "model.safetensors|model.safetensors.index.json|pytorch_model.bin|pytorch_model.bin.index.json"
 # transformers' auto mappings holding audio chat models (model_type -> class name), in order of preference
 AUTO_MAPPINGS = ("MODEL_FOR_MULTIMODAL_LM_MAPPING_NAMES", "MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES",
@@ -76,6 +81,7 @@ class NativeAudioChatAdapter(SpeechLLMAdapter):
         self.max_audio_s, self.long_audio_policy = audio_limit(processor, settings)
         # closed-set scoring needs the instruction to reach the model (not so for an ASR-only family)
         self.supports_choice_scoring = settings.instruction == "user"
+        self.read_off = ChoiceReadOff()  # single-token choices from the first generation step
         self.model_generation_defaults = {k: v for k, v in model.generation_config.to_diff_dict().items()
                                           if k not in NOT_DECODING}
         self.eos_ids = eos_token_ids(model, self.tokenizer)
@@ -181,9 +187,11 @@ class NativeAudioChatAdapter(SpeechLLMAdapter):
         batch 1, and a repetition penalty counts the left padding (whose id is an end token)."""
         from transformers import GenerationConfig
 
+        # transformers fills every field left None from the model's own generation_config: the entries
+        # that would shape greedy search are set to their neutral values here, explicitly
         return GenerationConfig(do_sample=False, num_beams=1, max_new_tokens=max_new_tokens,
                                 eos_token_id=list(self.eos_ids), pad_token_id=self.pad_id,
-                                bos_token_id=self.model.generation_config.bos_token_id)
+                                bos_token_id=self.model.generation_config.bos_token_id, **NEUTRAL_SEARCH)
 
     def _generate_batch(self, prompts: Sequence[Prompt]) -> list[Generation]:
         import torch
@@ -191,9 +199,11 @@ class NativeAudioChatAdapter(SpeechLLMAdapter):
         timer = FirstTokenTimer()
         limits = [self.options.cap(p.max_new_tokens) for p in prompts]
         inputs = self.batch(prompts)
+        first_step = FirstStepLogits(prompts)  # plain greedy: no processor changes the logits before it
         with torch.no_grad():
             out = self.model.generate(**inputs, generation_config=self.generation_config(max(limits)),
-                                      logits_processor=[timer])
+                                      logits_processor=[timer, first_step])
+        self.read_off.keep(first_step)
         new = out[:, inputs["input_ids"].shape[1]:].tolist()
         generations = []
         for row, limit in zip(new, limits, strict=True):
@@ -221,11 +231,18 @@ class NativeAudioChatAdapter(SpeechLLMAdapter):
 
     def score_choices(self, prompts: Sequence[Prompt]) -> list[list[float]]:
         """log P(choice | audio, prompt): the choice's token log-probabilities after the generation
-        prompt, summed (lm-evaluation-harness's loglikelihood); one forward per (prompt, choice)."""
+        prompt, summed (lm-evaluation-harness's loglikelihood). Right after generating the same
+        Prompt, single-token choices are read off the first step (wavllm_eval.first_step); otherwise
+        one forward per (prompt, choice)."""
         import torch
 
         scores: list[list[float]] = []
         for prompt in prompts:
+            read = self.read_off.scores(prompt, [self.choice_ids(c) for c in prompt.choices],
+                                        lambda p=prompt: self.next_token_logits(p))
+            if read is not None:
+                scores.append(read)
+                continue
             inputs = self.batch([prompt])
             start = inputs["input_ids"].shape[1] - 1
             row = []
@@ -243,7 +260,15 @@ class NativeAudioChatAdapter(SpeechLLMAdapter):
                 logprobs = torch.log_softmax(logits[start: start + len(ids)], dim=-1)
                 row.append(token_logprob_sum(logprobs, extra[0]))
             scores.append(row)
+        self.read_off.clear()
         return scores
+
+    def next_token_logits(self, prompt: Prompt):
+        """The model's logits for the token after `prompt`'s generation prompt (a forward pass alone)."""
+        import torch
+
+        with torch.no_grad():
+            return self.model(**self.batch([prompt])).logits[0, -1]
 
     # --- identity ---------------------------------------------------------------------------------
     def describe(self) -> Mapping[str, Any]:

@@ -157,8 +157,10 @@ def test_output_does_not_depend_on_what_ran_before(folders, clips, family):
     assert used.generate([b], [0]) == fresh
 
 
-def test_sampling_defaults_are_overridden_and_recorded(adapters, clips):
+def test_sampling_defaults_are_overridden_and_recorded(adapters, clips, monkeypatch):
     """Audio Flamingo 3's generation_config.json samples; the adapter decodes greedily and says so."""
+    from wavllm_eval.adapter import FirstTokenTimer
+
     adapter = adapters["af3"]
     assert adapter.model.generation_config.do_sample is True  # the released defaults are in the folder
     info = adapter.describe()
@@ -167,17 +169,25 @@ def test_sampling_defaults_are_overridden_and_recorded(adapters, clips):
     assert info["model_generation_defaults_not_applied"] == released
     p = prompt(clips["long"])
     torch.manual_seed(0)
+    seen: list[torch.Tensor] = []  # the scores greedy search picks from, after transformers' own processors
+    timer_call = FirstTokenTimer.__call__
+    monkeypatch.setattr(FirstTokenTimer, "__call__",
+                        lambda self, ids, scores: seen.append(scores[0].clone()) or timer_call(self, ids, scores))
     first = adapter.generate([p], [0])
+    monkeypatch.setattr(FirstTokenTimer, "__call__", timer_call)
     torch.manual_seed(123)
     assert adapter.generate([p], [0]) == first
-    # and it is plain greedy search: each token the argmax of an independent forward on the sequence so far
+    # and it is plain greedy search: each step's scores are an independent forward's logits on the
+    # sequence so far (the released repetition penalty of 1.05 would move them: it had been applied),
+    # and each token their argmax
     inputs = adapter.processor(text=[adapter.prompt_text(p, 1)], audio=[clips["long"]], sampling_rate=SR,
                                return_tensors="pt")
     ids = inputs["input_ids"]
-    for _ in range(6):
+    for k in range(6):
         with torch.no_grad():
             step = {**inputs, "input_ids": ids, "attention_mask": torch.ones_like(ids)}
             logits = adapter.model(**step).logits
+        assert (seen[k] - logits[0, -1]).abs().max() < 1e-4
         ids = torch.cat([ids, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
     new = ids[0, inputs["input_ids"].shape[1]:].tolist()
     assert first[0].text == adapter.tokenizer.decode(new, skip_special_tokens=True)
@@ -318,6 +328,35 @@ def test_score_choices_equals_an_independent_forward(adapters, clips, family):
         expected.append(sum(float(logp[n - 1 + i, t]) for i, t in enumerate(ids)))
     assert got == pytest.approx(expected, abs=1e-5)
     assert adapter.supports_choice_scoring is (family == "af3")
+
+
+def test_single_token_choices_after_generation_cost_no_forward(adapters, clips):
+    """Right after generate, single-token choices are read off the first step: the independent
+    forward's numbers, with no model call (the first read-off is checked against a forward, once)."""
+    adapter = adapters["af3"]
+    choices = tuple(c for c in ("A", "B", "C", "yes", "no", "Yes", "No") if len(adapter.choice_ids(c)) == 1)[:3]
+    assert len(choices) >= 2
+    text = "Which option? Answer with one of: " + ", ".join(choices)
+    prompts = [prompt(clips[name], text, choices, sample_id=name) for name in ("long", "three_s")]
+    adapter.generate(prompts, [0, 0])
+    adapter.score_choices(prompts)
+    assert adapter.read_off.trusted is True
+    adapter.generate(prompts, [0, 0])
+    calls = []
+    hook = adapter.model.register_forward_pre_hook(lambda module, args: calls.append(1))
+    try:
+        read = adapter.score_choices(prompts)
+    finally:
+        hook.remove()
+    assert calls == []
+    processor, tok = adapter.processor, adapter.tokenizer
+    for p, row in zip(prompts, read, strict=True):
+        inputs = processor(text=[AF3_RENDERED.replace(QUESTION, text)], audio=[p.waveforms[0]], sampling_rate=SR,
+                           return_tensors="pt")
+        with torch.no_grad():
+            logp = torch.log_softmax(adapter.model(**inputs).logits[0, -1].double(), dim=-1)
+        expected = [float(logp[tok.encode(c, add_special_tokens=False)[0]]) for c in choices]
+        assert row == pytest.approx(expected, abs=1e-5)
 
 
 # --- limits, identity and bad folders -------------------------------------------------------------------
