@@ -242,6 +242,13 @@ class QwenAudioAdapter(SpeechLLMAdapter):
             rows.append(tokens[: stops[0]] if stops else tokens)
         return rows
 
+    def next_token_logits(self, prompt: Prompt):
+        """The LLM's logits for the token after `prompt` (a forward pass alone)."""
+        import torch
+
+        with torch.no_grad():
+            return self.model.llm(inputs_embeds=self.prompt_embeddings(prompt)[None]).logits[0, -1].float()
+
     def score_choices(self, prompts: Sequence[Prompt]) -> list[list[float]]:
         """log P(choice | audio, prompt): the choice's tokens right after the prompt (its assistant
         turn for Chat), log-probabilities summed; all choices of a prompt in one right-padded batch."""

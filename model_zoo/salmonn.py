@@ -279,6 +279,13 @@ class Salmonn13BAdapter(SpeechLLMAdapter):
             generations.append(Generation(self.tokenizer.decode(tokens).strip(), n_new_tokens=len(tokens)))
         return timer.stamp(generations)
 
+    def next_token_logits(self, prompt: Prompt):
+        """The LLM's logits for the token after `prompt`'s "ASSISTANT:" (a forward pass alone)."""
+        import torch
+
+        with torch.no_grad(), self._autocast():
+            return self.model.causal_lm(inputs_embeds=self.input_embeddings([prompt])[0]).logits[0, -1].float()
+
     def score_choices(self, prompts: Sequence[Prompt]) -> list[list[float]]:
         """log P(choice | audio, prompt): the choice's tokens (SentencePiece, leading '▁', as the
         release tokenises its training targets) right after "ASSISTANT:", log-probabilities summed."""

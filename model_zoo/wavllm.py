@@ -302,7 +302,6 @@ class WavLLMAdapter(SpeechLLMAdapter):
         Otherwise the prompt (audio included) is encoded once,
         reusing the inputs generation built; one forward over it gives every single-token choice, and
         a longer choice continues from a copy of its key/value cache."""
-        import torch
 
         token_ids = {id(p): [self.tokenizer.encode(c) for c in p.choices] for p in prompts}
         prefixes = dict(getattr(self, "_prefix_cache", {}))
@@ -316,13 +315,7 @@ class WavLLMAdapter(SpeechLLMAdapter):
             return entry[1], entry[2]
 
         def next_token_logits(prompt: Prompt):
-            inputs, scale = prefix(prompt)
-            self.model.lora_scale.value = scale
-            try:
-                with torch.no_grad():
-                    return self.model.llama(inputs_embeds=inputs).logits[0, -1]
-            finally:
-                self.model.lora_scale.value = None
+            return self.next_token_logits(prompt, *prefix(prompt))
 
         # the prompts that need forward passes have their audio encoded together
         unbuilt = [p for p in prompts if not self.read_off.answerable(p, token_ids[id(p)])
@@ -337,6 +330,20 @@ class WavLLMAdapter(SpeechLLMAdapter):
         self._prefix_cache = {}
         self.read_off.clear()
         return scores
+
+    def next_token_logits(self, prompt: Prompt, inputs: Any = None, scale: Any = None):
+        """The LLM's logits for the token after `prompt` (a forward pass alone, under its prompt scale);
+        `inputs`, `scale`: the prompt's embeddings and scale when already built."""
+        import torch
+
+        if inputs is None:
+            inputs, scale, _ = self.input_embeddings(prompt)
+        self.model.lora_scale.value = scale
+        try:
+            with torch.no_grad():
+                return self.model.llama(inputs_embeds=inputs).logits[0, -1]
+        finally:
+            self.model.lora_scale.value = None
 
     def forward_choice_scores(self, token_ids: Sequence[Sequence[int]], inputs: Any, scale: Any) -> list[float]:
         """log P of each choice's tokens after the prompt's inputs: one forward over the prefix, and a

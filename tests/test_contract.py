@@ -236,6 +236,33 @@ def test_model_scores_hear_the_audio_and_depend_on_neither_batch_nor_history(mod
         assert max(abs(a - b) for a, b in zip(silent_scores, scores, strict=True)) > 1e-5
 
 
+@pytest.mark.parametrize("model_id", sorted(set(MODEL_IDS) - WITHOUT_LLM_LOGITS))
+def test_generation_decides_from_the_models_own_distribution(model_id, tiny_model, clips, monkeypatch):
+    """The first step's scores that decoding sees are the model's next-token log-probabilities after
+    the prompt (a forward pass alone, `next_token_logits`), up to an additive constant and a few
+    banned ids (pad, a stop token before min_new_tokens). Nothing from a model folder's
+    generation_config (a repetition penalty, a temperature) may reshape them unnoticed."""
+    import torch
+
+    from wavllm_eval.adapter import FirstTokenTimer
+
+    adapter = tiny_model(model_id)
+    seen: list = []
+    timer_call = FirstTokenTimer.__call__
+    monkeypatch.setattr(FirstTokenTimer, "__call__",
+                        lambda self, ids, scores: seen.append(scores[0].detach().double().clone()) or
+                        timer_call(self, ids, scores))
+    prompt = _prompts(clips)[0]
+    adapter.generate([prompt], [11])
+    first = seen[0]
+    model_own = adapter.next_token_logits(prompt).detach().double().to(first.device)
+    finite = torch.isfinite(first)
+    assert int((~finite).sum()) <= 4  # only a few banned ids
+    a = first[finite] - torch.logsumexp(first[finite], 0)
+    b = model_own[finite] - torch.logsumexp(model_own[finite], 0)
+    assert float((a - b).abs().max()) < 1e-4
+
+
 def test_adapters_without_llm_logits_are_the_ones_named(tiny_model, clips, monkeypatch):
     """WITHOUT_LLM_LOGITS exempts adapters from the score checks: only those that really have none."""
     from wavllm_eval.adapter import FirstTokenTimer

@@ -162,6 +162,12 @@ class SpeechLLMAdapter(BaseAdapter):
     def _generate_batch(self, prompts: Sequence[Prompt], seeds: Sequence[int] | None = None) -> list[Generation]:
         raise NotImplementedError
 
+    def next_token_logits(self, prompt: Prompt) -> Any:
+        """(vocab,) the LLM's logits for the first token after `prompt`, from a forward pass alone. The
+        contract tests compare it with what decoding sees at its first step, and wavllm_eval.first_step
+        checks its read-off against it: each LLM adapter defines it."""
+        raise NotImplementedError
+
     def sampler(self, seeds: Sequence[int], prompt_length: int = 0):
         """The seeded inverse-CDF logits processor for this adapter's decoding (batched sampling)."""
         from wavllm_eval.sampling import make_sampler
