@@ -47,6 +47,7 @@ from wavllm_eval.adapter import (
     token_logprob_sum,
 )
 from wavllm_eval.errors import InputError
+from wavllm_eval.first_step import ChoiceReadOff, FirstStepLogits, no_stop_before
 from wavllm_eval.registry import register_model
 from wavllm_eval.types import Generation, Prompt
 
@@ -103,6 +104,7 @@ class QwenAudioAdapter(SpeechLLMAdapter):
         self.model, self.tokenizer, self.filters = model, tokenizer, filters
         self.path, self.options, self.device, self.dtype, self.layout = path, options, device, dtype, layout
         self._last_batch: dict[int, tuple[Prompt, Any]] = {}
+        self.read_off = ChoiceReadOff()  # single-token choices from the first generation step
 
     # --- loading ----------------------------------------------------------------------------------
     @classmethod
@@ -229,12 +231,16 @@ class QwenAudioAdapter(SpeechLLMAdapter):
                             "and queries (logn), which this port does not", prompt.sample_id,
                             embed.shape[0] + limit, POSITION_LIMIT)
         inputs, mask = left_pad_embeddings(embeds)
+        # the first step's logits are kept before min_new_tokens bans the stop token (our processor)
+        first_step = FirstStepLogits(prompts)
+        processors = [*([timer] if timer is not None else []), first_step,
+                      no_stop_before(self.stop_ids, min(self.min_new_tokens, max(limits)), 0)]
         with torch.no_grad():
             out = self.model.llm.generate(
-                inputs_embeds=inputs, attention_mask=mask, max_new_tokens=max(limits),
-                min_new_tokens=min(self.min_new_tokens, max(limits)), do_sample=False, num_beams=1,
-                eos_token_id=self.stop_ids, pad_token_id=self.tokenizer.eod_id,
-                logits_processor=[timer] if timer is not None else [])
+                inputs_embeds=inputs, attention_mask=mask, max_new_tokens=max(limits), min_new_tokens=None,
+                do_sample=False, num_beams=1, eos_token_id=self.stop_ids, pad_token_id=self.tokenizer.eod_id,
+                logits_processor=processors)
+        self.read_off.keep(first_step)
         rows = []
         for row, limit in zip(out.tolist(), limits, strict=True):
             tokens = row[:limit]
@@ -251,7 +257,9 @@ class QwenAudioAdapter(SpeechLLMAdapter):
 
     def score_choices(self, prompts: Sequence[Prompt]) -> list[list[float]]:
         """log P(choice | audio, prompt): the choice's tokens right after the prompt (its assistant
-        turn for Chat), log-probabilities summed; all choices of a prompt in one right-padded batch."""
+        turn for Chat), log-probabilities summed. Right after generating the same Prompt, single-token
+        choices are read off the first step (wavllm_eval.first_step); otherwise all choices of a prompt
+        go in one right-padded batch."""
         import torch
 
         embed = self.model.llm.model.embed_tokens
@@ -260,8 +268,12 @@ class QwenAudioAdapter(SpeechLLMAdapter):
             if not prompt.choices:
                 scores.append([])
                 continue
-            context = self.prompt_embeddings(prompt)
             choice_ids = [self.tokenizer.encode(c, allowed_special=()) for c in prompt.choices]
+            read = self.read_off.scores(prompt, choice_ids, lambda p=prompt: self.next_token_logits(p))
+            if read is not None:
+                scores.append(read)
+                continue
+            context = self.prompt_embeddings(prompt)
             longest = max(len(ids) for ids in choice_ids)
             pad = self.tokenizer.eod_id
             padded = torch.tensor([ids + [pad] * (longest - len(ids)) for ids in choice_ids], device=self.device)
@@ -274,6 +286,7 @@ class QwenAudioAdapter(SpeechLLMAdapter):
             for i, ids in enumerate(choice_ids):
                 row.append(token_logprob_sum(logprobs[i], ids))
             scores.append(row)
+        self.read_off.clear()
         return scores
 
     def describe(self) -> Mapping[str, Any]:

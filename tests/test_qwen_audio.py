@@ -368,6 +368,32 @@ def test_score_choices_equal_forward_log_softmax(chat, tiny, released, speech):
     assert all(s < 0 for s in scores) and scores[0] != scores[1]
 
 
+def test_single_token_choices_after_generation_cost_no_forward(chat, speech):
+    """Right after generate, single-token choices are read off the first step: a plain forward's
+    numbers, with no model call (the first read-off is checked against a forward pass, once)."""
+    choices = tuple(c for c in ("Yes", "No", "A", "B", "C") if len(chat.tokenizer.encode(c, allowed_special=())) == 1)
+    assert len(choices) >= 2
+    prompts = [Prompt(f"c{i}", SV_INSTRUCTION, (), choices=choices, waveforms=(speech[4000 * i: 4000 * i + 16000],))
+               for i in range(2)]
+    chat.generate(prompts, [1, 2])
+    chat.score_choices(prompts)
+    assert chat.read_off.trusted is True
+    chat.generate(prompts, [1, 2])
+    calls = []
+    hook = chat.model.llm.register_forward_pre_hook(lambda module, args: calls.append(1))
+    try:
+        read = chat.score_choices(prompts)
+    finally:
+        hook.remove()
+    assert calls == []
+    for prompt, row in zip(prompts, read, strict=True):
+        with torch.no_grad():
+            logits = chat.model.llm(inputs_embeds=chat.prompt_embeddings(prompt)[None]).logits[0, -1].double()
+        logprobs = torch.log_softmax(logits, dim=-1)
+        expected = [float(logprobs[chat.tokenizer.encode(c, allowed_special=())[0]]) for c in choices]
+        assert row == pytest.approx(expected, abs=1e-5)
+
+
 # --- decoding ------------------------------------------------------------------------------------
 @pytest.mark.parametrize("which", ["base", "chat"])
 def test_batched_greedy_equals_batch_one_and_ignores_history(which, request, speech):

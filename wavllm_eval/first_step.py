@@ -53,8 +53,9 @@ class ChoiceReadOff:
         self.kept: dict[int, tuple[Prompt, Any]] = {}
         self.trusted: bool | None = None
 
-    def keep(self, capture: FirstStepLogits) -> None:
-        self.kept = dict(capture.logits)
+    def keep(self, capture: FirstStepLogits, merge: bool = False) -> None:
+        """What the last generate call kept (`merge`: add to it, for a call made in several parts)."""
+        self.kept = {**self.kept, **capture.logits} if merge else dict(capture.logits)
 
     def clear(self) -> None:
         self.kept = {}
