@@ -63,6 +63,7 @@ from wavllm_eval.adapter import (
     token_logprob_sum,
 )
 from wavllm_eval.errors import InputError
+from wavllm_eval.first_step import ChoiceReadOff, FirstStepLogits, no_stop_before
 from wavllm_eval.registry import register_model
 from wavllm_eval.types import SAMPLE_RATE_HZ, Generation, Prompt
 
@@ -137,6 +138,7 @@ class Salmonn13BAdapter(SpeechLLMAdapter):
         self.path, self.options, self.device = path, options, device
         self.llm_dtype, self.autocast_dtype, self.sources = llm_dtype, autocast_dtype, sources
         self.truncated_ids: set[str] = set()  # trials cut at 30 s
+        self.read_off = ChoiceReadOff()  # single-token choices from the first generation step
 
     # --- loading ----------------------------------------------------------------------------------
     @classmethod
@@ -253,6 +255,7 @@ class Salmonn13BAdapter(SpeechLLMAdapter):
         by_limit: dict[int, list[int]] = {}
         for i, prompt in enumerate(prompts):
             by_limit.setdefault(self._limit(prompt), []).append(i)
+        self.read_off.clear()  # each part below adds its prompts' first steps
         for limit, indices in by_limit.items():  # one generate call per token limit (beam search depends on it)
             for i, generation in zip(indices, self._generate([prompts[i] for i in indices], limit), strict=True):
                 results[i] = generation
@@ -266,13 +269,16 @@ class Salmonn13BAdapter(SpeechLLMAdapter):
         inputs, mask = left_pad_embeddings(self.input_embeddings(prompts))
         decoding = self.decoding
         # An explicit config: Vicuna's generation_config.json (sampling, T 0.9) must not leak in.
-        # min_new_tokens=1 is the release's min_length=1 with inputs_embeds (no EOS as the first token).
-        config = GenerationConfig(max_new_tokens=limit, min_new_tokens=1, num_beams=decoding.num_beams,
+        # The release's min_length=1 with inputs_embeds (no EOS as the first token) is our processor,
+        # after the one that keeps the first step's scores for score_choices.
+        config = GenerationConfig(max_new_tokens=limit, min_new_tokens=0, num_beams=decoding.num_beams,
                                   do_sample=decoding.do_sample, length_penalty=1.0, repetition_penalty=1.0,
                                   early_stopping=False, eos_token_id=EOS, bos_token_id=BOS, pad_token_id=UNK)
+        first_step = FirstStepLogits(prompts, rows_per_prompt=decoding.num_beams)
         with torch.no_grad(), self._autocast():
             out = self.model.causal_lm.generate(inputs_embeds=inputs, attention_mask=mask, generation_config=config,
-                                               logits_processor=[timer])
+                                               logits_processor=[timer, first_step, no_stop_before([EOS], 1, 0)])
+        self.read_off.keep(first_step, merge=True)
         generations = []
         for row in out.tolist():
             tokens = row[: row.index(EOS)] if EOS in row else row
@@ -288,11 +294,21 @@ class Salmonn13BAdapter(SpeechLLMAdapter):
 
     def score_choices(self, prompts: Sequence[Prompt]) -> list[list[float]]:
         """log P(choice | audio, prompt): the choice's tokens (SentencePiece, leading '▁', as the
-        release tokenises its training targets) right after "ASSISTANT:", log-probabilities summed."""
+        release tokenises its training targets) right after "ASSISTANT:", log-probabilities summed.
+        Right after generating the same Prompt, single-token choices are read off the first step
+        (wavllm_eval.first_step); otherwise a forward pass per choice."""
         import torch
 
+        read = {id(p): self.read_off.scores(p, [self.tokenizer.encode(c) for c in p.choices],
+                                            lambda p=p: self.next_token_logits(p)) for p in prompts}
+        rest = [p for p in prompts if read[id(p)] is None]
+        embedded = {id(p): e for p, e in zip(rest, self.input_embeddings(rest) if rest else [], strict=True)}
         scores = []
-        for prompt, inputs in zip(prompts, self.input_embeddings(prompts), strict=True):
+        for prompt in prompts:
+            if read[id(prompt)] is not None:
+                scores.append(read[id(prompt)])
+                continue
+            inputs = embedded[id(prompt)]
             row = []
             for choice in prompt.choices:
                 ids = self.tokenizer.encode(choice)
@@ -303,6 +319,7 @@ class Salmonn13BAdapter(SpeechLLMAdapter):
                 logprobs = torch.log_softmax(logits[0, start: start + len(ids)].float(), dim=-1)
                 row.append(token_logprob_sum(logprobs, ids))
             scores.append(row)
+        self.read_off.clear()
         return scores
 
     def describe(self) -> Mapping[str, Any]:

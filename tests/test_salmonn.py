@@ -360,6 +360,31 @@ def test_batched_generation_equals_batch_size_one(adapter, clips, num_beams):
     assert all(g.n_new_tokens == MAX_NEW for g in batched) and len({g.text for g in batched}) > 1
 
 
+def test_single_token_choices_after_beam_search_cost_no_forward(adapter, clips):
+    """Right after (beam-4) generation, single-token choices are read off the first step: a plain
+    forward's numbers, with no model call (the first read-off is checked against a forward, once)."""
+    choices = tuple(c for c in ("Yes", "No", "A", "B", "C") if len(adapter.tokenizer.encode(c)) == 1)
+    assert len(choices) >= 2 and adapter.decoding.num_beams == 4
+    prompts = [Prompt(f"s{i}", "Is there only one speaker? Answer yes or no.", (), choices=choices,
+                      waveforms=(clips[name],)) for i, name in enumerate(("asr", "st"))]
+    adapter.generate(prompts, [0, 0])
+    adapter.score_choices(prompts)
+    assert adapter.read_off.trusted is True
+    adapter.generate(prompts, [0, 0])
+    calls = []
+    hook = adapter.model.causal_lm.register_forward_pre_hook(lambda module, args: calls.append(1))
+    try:
+        read = adapter.score_choices(prompts)
+    finally:
+        hook.remove()
+    assert calls == []
+    for prompt, row in zip(prompts, read, strict=True):
+        with torch.no_grad():  # a plain forward over the prompt's inputs
+            logits = adapter.model.causal_lm(inputs_embeds=adapter.input_embeddings([prompt])[0]).logits[0, -1]
+        logprobs = torch.log_softmax(logits.double(), dim=-1)
+        assert row == pytest.approx([float(logprobs[adapter.tokenizer.encode(c)[0]]) for c in choices], abs=1e-5)
+
+
 def test_audio_reaches_both_encoders(adapter, clips):
     seen = {}
     hooks = [adapter.model.speech_encoder.register_forward_pre_hook(lambda m, a: seen.__setitem__("mel", a[0])),
