@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.choice_read_off import read_off_without_a_forward
 from tests.tiny_models.hf_audio_chat import VOCAB_SIZE, build_audio_flamingo_3, build_qwen3_asr
 from wavllm_eval.adapter import LoadOptions
 from wavllm_eval.errors import InputError
@@ -338,17 +339,7 @@ def test_single_token_choices_after_generation_cost_no_forward(adapters, clips):
     assert len(choices) >= 2
     text = "Which option? Answer with one of: " + ", ".join(choices)
     prompts = [prompt(clips[name], text, choices, sample_id=name) for name in ("long", "three_s")]
-    adapter.generate(prompts, [0, 0])
-    adapter.score_choices(prompts)
-    assert adapter.read_off.trusted is True
-    adapter.generate(prompts, [0, 0])
-    calls = []
-    hook = adapter.model.register_forward_pre_hook(lambda module, args: calls.append(1))
-    try:
-        read = adapter.score_choices(prompts)
-    finally:
-        hook.remove()
-    assert calls == []
+    read = read_off_without_a_forward(adapter, prompts, [0, 0], adapter.model)
     processor, tok = adapter.processor, adapter.tokenizer
     for p, row in zip(prompts, read, strict=True):
         inputs = processor(text=[AF3_RENDERED.replace(QUESTION, text)], audio=[p.waveforms[0]], sampling_rate=SR,

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.choice_read_off import read_off_without_a_forward
 from tests.tiny_models.qwen2_audio import BUILDERS
 from wavllm_eval.adapter import LoadOptions
 from wavllm_eval.audio import load_audio
@@ -242,17 +243,7 @@ def test_single_token_choices_after_generation_cost_no_forward(omni, speech):
     question = "What will the man do next? A. Start to take exercise; B. Do as he always does; C. Change his time."
     prompts = [Prompt(f"q{i}", question, (), ("A", "B", "C"), waveforms=(speech[i],)) for i in range(2)]
     assert all(len(omni.choice_token_ids(c)) == 1 for c in ("A", "B", "C"))
-    omni.generate(prompts, [1, 2])
-    omni.score_choices(prompts)
-    assert omni.read_off.trusted is True
-    omni.generate(prompts, [1, 2])
-    calls = []
-    hook = omni.model.register_forward_pre_hook(lambda module, args: calls.append(1))
-    try:
-        read = omni.score_choices(prompts)
-    finally:
-        hook.remove()
-    assert calls == []
+    read = read_off_without_a_forward(omni, prompts, [1, 2], omni.model)
     for prompt, row in zip(prompts, read, strict=True):
         expected = independent_choice_logprobs(omni, chat_text(question, 1), prompt.waveforms, ("A", "B", "C"))
         assert row == pytest.approx(expected, abs=1e-5)

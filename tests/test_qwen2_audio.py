@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.choice_read_off import read_off_without_a_forward
 from tests.tiny_models.qwen2_audio import BUILDERS, VOCAB_SIZE
 from wavllm_eval.adapter import LoadOptions
 from wavllm_eval.audio import load_audio
@@ -207,17 +208,7 @@ def test_single_token_choices_after_generation_cost_no_forward(model, request, s
     choices = ("A", "B", "C")
     trials = [Prompt(f"q{i}", question, (), choices, waveforms=(speech[i], speech[1 - i])) for i in range(2)]
     assert all(len(adapter.choice_token_ids(c)) == 1 for c in choices)
-    adapter.generate(trials, [1, 2])
-    adapter.score_choices(trials)
-    assert adapter.read_off.trusted is True
-    adapter.generate(trials, [1, 2])
-    calls = []
-    hook = adapter.model.register_forward_pre_hook(lambda module, args: calls.append(1))
-    try:
-        read = adapter.score_choices(trials)
-    finally:
-        hook.remove()
-    assert calls == []
+    read = read_off_without_a_forward(adapter, trials, [1, 2], adapter.model)
     for trial, row in zip(trials, read, strict=True):
         expected = independent_choice_logprobs(adapter, adapter.prompt_text(trial), trial.waveforms, choices)
         assert row == pytest.approx(expected, abs=1e-5)

@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from tests.choice_read_off import read_off_without_a_forward
 from tests.tiny_models.qwen_audio import (
     AUDIO_HEADS,
     AUDIO_LAYERS,
@@ -375,17 +376,7 @@ def test_single_token_choices_after_generation_cost_no_forward(chat, speech):
     assert len(choices) >= 2
     prompts = [Prompt(f"c{i}", SV_INSTRUCTION, (), choices=choices, waveforms=(speech[4000 * i: 4000 * i + 16000],))
                for i in range(2)]
-    chat.generate(prompts, [1, 2])
-    chat.score_choices(prompts)
-    assert chat.read_off.trusted is True
-    chat.generate(prompts, [1, 2])
-    calls = []
-    hook = chat.model.llm.register_forward_pre_hook(lambda module, args: calls.append(1))
-    try:
-        read = chat.score_choices(prompts)
-    finally:
-        hook.remove()
-    assert calls == []
+    read = read_off_without_a_forward(chat, prompts, [1, 2], chat.model.llm)
     for prompt, row in zip(prompts, read, strict=True):
         with torch.no_grad():
             logits = chat.model.llm(inputs_embeds=chat.prompt_embeddings(prompt)[None]).logits[0, -1].double()

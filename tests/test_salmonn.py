@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
+from tests.choice_read_off import read_off_without_a_forward
 from tests.prefetch_check import assert_prepared_ahead_changes_nothing
 from tests.tiny_models.salmonn import BEATS_CFG, BEATS_FILE, BUILDERS, LLM_DIM, salmonn_state
 from wavllm_eval.adapter import DecodingConfig, LoadOptions
@@ -367,17 +368,7 @@ def test_single_token_choices_after_beam_search_cost_no_forward(adapter, clips):
     assert len(choices) >= 2 and adapter.decoding.num_beams == 4
     prompts = [Prompt(f"s{i}", "Is there only one speaker? Answer yes or no.", (), choices=choices,
                       waveforms=(clips[name],)) for i, name in enumerate(("asr", "st"))]
-    adapter.generate(prompts, [0, 0])
-    adapter.score_choices(prompts)
-    assert adapter.read_off.trusted is True
-    adapter.generate(prompts, [0, 0])
-    calls = []
-    hook = adapter.model.causal_lm.register_forward_pre_hook(lambda module, args: calls.append(1))
-    try:
-        read = adapter.score_choices(prompts)
-    finally:
-        hook.remove()
-    assert calls == []
+    read = read_off_without_a_forward(adapter, prompts, [0, 0], adapter.model.causal_lm)
     for prompt, row in zip(prompts, read, strict=True):
         with torch.no_grad():  # a plain forward over the prompt's inputs
             logits = adapter.model.causal_lm(inputs_embeds=adapter.input_embeddings([prompt])[0]).logits[0, -1]

@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from tests.choice_read_off import read_off_without_a_forward
 from tests.prefetch_check import assert_prepared_ahead_changes_nothing
 from tests.wavllm_tiny import N_HEADS, N_LAYERS, build_tiny_wavllm
 from wavllm_eval.adapter import LoadOptions
@@ -416,44 +417,6 @@ def WavLLMGreedyAdapter_generate(adapter, prompts):
     return adapter._generate_batch(prompts)  # no seeds: plain greedy search on the same model
 
 
-def test_shared_prefix_choice_scores_equal_full_forwards(adapter, asr_audio):
-    """Today's shortcut (one prefix pass, cached continuation) against a full forward per choice."""
-    prompt = Prompt("s", "Can you describe the emotional condition of the speaker in the provided audio clip?", (),
-                    choices=("neutral", "happy", "angry", "sad", "a mix of joy and fear"),
-                    waveforms=(asr_audio[:24000],))
-    [fast] = adapter.score_choices([prompt])
-    inputs, scale, _ = adapter.input_embeddings(prompt)
-    embed = adapter.model.llama.model.embed_tokens
-    slow = []
-    adapter.model.lora_scale.value = scale
-    try:
-        with torch.no_grad():
-            for choice in prompt.choices:
-                ids = adapter.tokenizer.encode(choice)
-                full = torch.cat([inputs, embed(torch.tensor([ids]))], dim=1)
-                logits = adapter.model.llama(inputs_embeds=full).logits[0].float()
-                start = inputs.shape[1] - 1
-                logprobs = torch.log_softmax(logits[start: start + len(ids)], dim=-1)
-                slow.append(float(logprobs[torch.arange(len(ids)), torch.tensor(ids)].sum()))
-    finally:
-        adapter.model.lora_scale.value = None
-    assert any(len(adapter.tokenizer.encode(c)) > 1 for c in prompt.choices)  # both paths exercised
-    assert fast == pytest.approx(slow, abs=1e-5)
-
-
-def test_choice_scores_never_reuse_another_prompts_prefix(adapter, asr_audio):
-    """score_choices reuses the prefix generation built, but only for the very same prompt: another
-    prompt under the same sample id (other audio) is encoded afresh."""
-    question, choices = "Is there only one speaker in the audio clip?", ("Yes", "No")
-    generated = Prompt("s", question, (), choices=choices, waveforms=(asr_audio[:16000],))
-    other = Prompt("s", question, (), choices=choices, waveforms=(asr_audio[16000 * 4: 16000 * 6],))
-    adapter.generate([generated], [1])
-    [after_generation] = adapter.score_choices([other])
-    [fresh] = adapter.score_choices([other])
-    [own] = adapter.score_choices([generated])
-    assert after_generation == fresh and own != pytest.approx(fresh, abs=1e-4)
-
-
 def full_forward_choice_logprobs(adapter, prompt) -> list[float]:
     """log P(choice | audio, prompt) from one forward pass over prompt + choice, per choice."""
     inputs, scale, _ = adapter.input_embeddings(prompt)
@@ -474,6 +437,30 @@ def full_forward_choice_logprobs(adapter, prompt) -> list[float]:
     return out
 
 
+def test_shared_prefix_choice_scores_equal_full_forwards(adapter, asr_audio):
+    """Today's shortcut (one prefix pass, cached continuation) against a full forward per choice."""
+    prompt = Prompt("s", "Can you describe the emotional condition of the speaker in the provided audio clip?", (),
+                    choices=("neutral", "happy", "angry", "sad", "a mix of joy and fear"),
+                    waveforms=(asr_audio[:24000],))
+    [fast] = adapter.score_choices([prompt])
+    slow = full_forward_choice_logprobs(adapter, prompt)
+    assert any(len(adapter.tokenizer.encode(c)) > 1 for c in prompt.choices)  # both paths exercised
+    assert fast == pytest.approx(slow, abs=1e-5)
+
+
+def test_choice_scores_never_reuse_another_prompts_prefix(adapter, asr_audio):
+    """score_choices reuses the prefix generation built, but only for the very same prompt: another
+    prompt under the same sample id (other audio) is encoded afresh."""
+    question, choices = "Is there only one speaker in the audio clip?", ("Yes", "No")
+    generated = Prompt("s", question, (), choices=choices, waveforms=(asr_audio[:16000],))
+    other = Prompt("s", question, (), choices=choices, waveforms=(asr_audio[16000 * 4: 16000 * 6],))
+    adapter.generate([generated], [1])
+    [after_generation] = adapter.score_choices([other])
+    [fresh] = adapter.score_choices([other])
+    [own] = adapter.score_choices([generated])
+    assert after_generation == fresh and own != pytest.approx(fresh, abs=1e-4)
+
+
 @pytest.mark.parametrize("sampled", [False, True])
 def test_single_token_choices_are_read_off_the_first_generation_step(adapter, sampling_adapter, asr_audio, sampled):
     """After generate, Yes/No (and option letters, emotion words) cost no model call: the first
@@ -483,17 +470,7 @@ def test_single_token_choices_are_read_off_the_first_generation_step(adapter, sa
     assert all(len(model.tokenizer.encode(c)) == 1 for c in choices)
     prompts = [Prompt(str(i), "Is there only one speaker in the audio clip?", (), choices=choices,
                       waveforms=(asr_audio[8000 * i: 8000 * i + 12000 + 4000 * i],)) for i in range(3)]
-    model.generate(prompts, [5, 6, 7])
-    model.score_choices(prompts)  # the adapter's first read-off is checked against a forward pass, once
-    assert model.read_off.trusted is True
-    model.generate(prompts, [5, 6, 7])
-    calls = []
-    hook = model.model.llama.register_forward_pre_hook(lambda module, args: calls.append(1))
-    try:
-        fast = model.score_choices(prompts)
-    finally:
-        hook.remove()
-    assert calls == []  # no forward pass: read off the generation
+    fast = read_off_without_a_forward(model, prompts, [5, 6, 7], model.model.llama)
     for prompt, row in zip(prompts, fast, strict=True):
         assert row == pytest.approx(full_forward_choice_logprobs(model, prompt), abs=1e-5)
     # a second call (no generation just before) scores them with its own forward, equally
