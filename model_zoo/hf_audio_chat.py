@@ -63,6 +63,9 @@ class NativeAudioChatAdapter(SpeechLLMAdapter):
     """Any transformers-native speech LLM (processor + chat template + audio parts), greedy, batched."""
 
     decoding = DecodingConfig(do_sample=False, num_beams=1)
+    # v2: the generation_config entries that shape greedy search are neutralised (v1 let a folder's
+    # repetition penalty through), so a v1 run's outputs are not resumed into
+    decoding_revision = "neutral-search/v2"
     supports_choice_scoring = True
     default_batch_size = 8
     required_files: ClassVar[tuple[str, ...]] = (

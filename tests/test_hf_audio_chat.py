@@ -195,6 +195,17 @@ def test_sampling_defaults_are_overridden_and_recorded(adapters, clips, monkeypa
     assert adapters["q3"].describe()["sampling_overridden"] is False
 
 
+def test_the_decoding_revision_is_part_of_the_configuration():
+    """The v2 decoding (generation_config entries neutralised) gives other outputs than v1's, so it
+    is in the configuration hash: a v1 run is never resumed into as the same configuration."""
+    from wavllm_eval.model_zoo.hf_audio_chat import AudioFlamingo3Adapter, NativeAudioChatAdapter
+
+    from wavllm_eval.adapter import model_config
+
+    for cls in (NativeAudioChatAdapter, AudioFlamingo3Adapter):
+        assert model_config(cls, "m", None, LoadOptions())["decoding"]["revision"] == "neutral-search/v2"
+
+
 # --- the generic path: families without a table row ----------------------------------------------------
 def test_generic_path_joins_clips_where_the_processor_takes_one_audio(tmp_path, clips):
     from wavllm_eval.model_zoo.hf_audio_chat import NativeAudioChatAdapter

@@ -212,6 +212,9 @@ def model_config(adapter_cls: type, model_id: str, path: Path | None, options: L
             from wavllm_eval.sampling import SAMPLER_VERSION
 
             config["decoding"]["sampler"] = SAMPLER_VERSION
+        revision = getattr(adapter_cls, "decoding_revision", None)
+        if revision:  # a change of how the adapter decodes: earlier runs' outputs are not resumed into
+            config["decoding"]["revision"] = revision
     return config
 
 
