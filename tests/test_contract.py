@@ -234,6 +234,10 @@ def test_model_scores_hear_the_audio_and_depend_on_neither_batch_nor_history(mod
         assert adapter.score_choices([first, prompts[1]])[1] == pytest.approx(scores, abs=1e-5)
         [silent_scores] = adapter.score_choices([silenced(prompts[1])])
         assert max(abs(a - b) for a, b in zip(silent_scores, scores, strict=True)) > 1e-5
+        # right after generating the prompt (where single-token choices are read off the first step),
+        # the scores are those of the forward passes
+        adapter.generate([prompts[1]], [seeds[1]])
+        assert adapter.score_choices([prompts[1]])[0] == pytest.approx(scores, abs=1e-5)
 
 
 @pytest.mark.parametrize("model_id", sorted(set(MODEL_IDS) - WITHOUT_LLM_LOGITS))
