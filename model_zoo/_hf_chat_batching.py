@@ -97,7 +97,7 @@ class HFAudioChatAdapter(SpeechLLMAdapter):
         self.path, self.options, self.dtype, self.device = path, options, dtype, device
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.stop_ids = stop_token_ids(tokenizer, getattr(model, "generation_config", None))
-        self.read_off = ChoiceReadOff()  # single-token choices from the first generation step
+        self.read_off = ChoiceReadOff(dtype)  # single-token choices from the first generation step
 
     # --- what a subclass defines -----------------------------------------------------------------
     def prompt_text(self, prompt: Prompt) -> str:

@@ -84,7 +84,7 @@ class NativeAudioChatAdapter(SpeechLLMAdapter):
         self.max_audio_s, self.long_audio_policy = audio_limit(processor, settings)
         # closed-set scoring needs the instruction to reach the model (not so for an ASR-only family)
         self.supports_choice_scoring = settings.instruction == "user"
-        self.read_off = ChoiceReadOff()  # single-token choices from the first generation step
+        self.read_off = ChoiceReadOff(dtype)  # single-token choices from the first generation step
         self.model_generation_defaults = {k: v for k, v in model.generation_config.to_diff_dict().items()
                                           if k not in NOT_DECODING}
         self.eos_ids = eos_token_ids(model, self.tokenizer)

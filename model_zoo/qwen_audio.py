@@ -104,7 +104,7 @@ class QwenAudioAdapter(SpeechLLMAdapter):
         self.model, self.tokenizer, self.filters = model, tokenizer, filters
         self.path, self.options, self.device, self.dtype, self.layout = path, options, device, dtype, layout
         self._last_batch: dict[int, tuple[Prompt, Any]] = {}
-        self.read_off = ChoiceReadOff()  # single-token choices from the first generation step
+        self.read_off = ChoiceReadOff(dtype)  # single-token choices from the first generation step
 
     # --- loading ----------------------------------------------------------------------------------
     @classmethod

@@ -138,7 +138,7 @@ class Salmonn13BAdapter(SpeechLLMAdapter):
         self.path, self.options, self.device = path, options, device
         self.llm_dtype, self.autocast_dtype, self.sources = llm_dtype, autocast_dtype, sources
         self.truncated_ids: set[str] = set()  # trials cut at 30 s
-        self.read_off = ChoiceReadOff()  # single-token choices from the first generation step
+        self.read_off = ChoiceReadOff(llm_dtype)  # single-token choices from the first generation step
 
     # --- loading ----------------------------------------------------------------------------------
     @classmethod

@@ -116,7 +116,7 @@ class WavLLMAdapter(SpeechLLMAdapter):
         self.path, self.device, self.dtype = path, device, dtype
         self.options = options
         self.quantised = any("quantized" in type(m).__module__ for m in model.modules())
-        self.read_off = ChoiceReadOff()  # single-token choices from the first generation step
+        self.read_off = ChoiceReadOff(dtype)  # single-token choices from the first generation step
 
     # --- loading ----------------------------------------------------------------------------------
     @classmethod

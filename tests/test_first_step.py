@@ -66,3 +66,18 @@ def test_no_stop_before_bans_the_stop_ids_until_enough_new_tokens():
         assert bool(torch.isinf(out[:, [2, 5]]).all()) == banned
         assert torch.equal(out[:, [0, 1, 3, 4]], scores[:, [0, 1, 3, 4]])
     assert not torch.isinf(scores).any()  # the input is not changed in place
+
+
+@pytest.mark.parametrize(("dtype", "noise", "trusted"), [(torch.float32, 5e-4, True), (torch.float32, 0.02, False),
+                                                         (torch.bfloat16, 0.02, True), ("float16", 0.3, False)])
+def test_the_check_allows_the_rounding_of_the_models_dtype(dtype, noise, trusted):
+    """A bf16 batch's prefill rounds ~100x coarser than fp32's: the check allows that much, and no more."""
+    a = prompt("a")
+    logits = torch.tensor([[0.0, 1.0, 2.0, 3.0]])
+    capture = FirstStepLogits([a])
+    capture(torch.zeros(1, 0, dtype=torch.long), logits)
+    read_off = ChoiceReadOff(dtype)
+    read_off.keep(capture)
+    moved = logits[0] + torch.tensor([0.0, noise, 0.0, 0.0])
+    assert (read_off.scores(a, [[2], [3]], lambda: moved) is not None) is trusted
+    assert read_off.trusted is trusted

@@ -23,7 +23,10 @@ from wavllm_eval.types import Prompt
 
 log = logging.getLogger(__name__)
 
-AGREEMENT = 1e-4  # largest |log-prob difference| a batched prefill may show against a forward pass alone
+# The largest |log-prob difference| a batched prefill may show against a forward pass alone: float
+# rounding, which a processor's change exceeds (a 1.05 repetition penalty moves a logit of 2 by 0.1,
+# and a 7B model's prompt tokens have logits well above that). Half precision rounds ~100x coarser.
+AGREEMENT = {"float32": 1e-3, "float64": 1e-6, "half": 0.1}
 
 
 class FirstStepLogits:
@@ -49,7 +52,10 @@ class ChoiceReadOff:
     """The kept first-step logits of the last generate call, and whether reading them is trusted
     (None: not checked yet)."""
 
-    def __init__(self) -> None:
+    def __init__(self, dtype: Any = "float32") -> None:
+        """`dtype`: the model's compute dtype (a torch dtype or its name), which sets the tolerance."""
+        name = str(dtype).replace("torch.", "")
+        self.tolerance = AGREEMENT.get(name, AGREEMENT["half"])
         self.kept: dict[int, tuple[Prompt, Any]] = {}
         self.trusted: bool | None = None
 
@@ -80,7 +86,7 @@ class ChoiceReadOff:
             reference = torch.log_softmax(next_token_logits().double().to(logprobs.device), dim=-1)
             both = torch.isfinite(reference) & torch.isfinite(logprobs)
             self.trusted = bool(torch.equal(torch.isfinite(reference), torch.isfinite(logprobs))
-                                and (reference[both] - logprobs[both]).abs().max() <= AGREEMENT)
+                                and (reference[both] - logprobs[both]).abs().max() <= self.tolerance)
             if not self.trusted:
                 log.warning("the first generation step's logits differ from a forward pass (a processor from the "
                             "model's generation_config?): candidates are scored by forward passes")
