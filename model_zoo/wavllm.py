@@ -48,7 +48,7 @@ from wavllm_eval.adapter import (
     token_logprob_sum,
 )
 from wavllm_eval.errors import InputError
-from wavllm_eval.first_step import ChoiceReadOff, FirstStepLogits
+from wavllm_eval.first_step import ChoiceReadOff, FirstStepLogits, no_stop_before
 from wavllm_eval.registry import register_model
 from wavllm_eval.types import SAMPLE_RATE_HZ, Generation, Prompt
 
@@ -81,19 +81,10 @@ class AudioFeatures:
 
 def released_constraints():
     """The release's decoding constraints as one logits processor: id 0 (pad = unk) is never drawn,
-    and EOS not at the first step (min_new_tokens=1, counted from the generated tokens). Ours rather
-    than transformers' own, so that the processors before it see the logits as the model gave them."""
-    from transformers import LogitsProcessor
-
-    class ReleasedConstraints(LogitsProcessor):
-        def __call__(self, input_ids, scores):
-            scores = scores.clone()
-            scores[:, UNK] = float("-inf")
-            if input_ids.shape[1] == 0:  # generating from inputs_embeds: no prompt ids precede
-                scores[:, EOS] = float("-inf")
-            return scores
-
-    return ReleasedConstraints()
+    and EOS not at the first step (min_new_tokens=1; generating from inputs_embeds, no prompt ids
+    precede). Ours rather than transformers' own, so that the processors before it see the logits as
+    the model gave them."""
+    return no_stop_before([EOS], 1, 0, always_banned=[UNK])
 
 
 @register_model("wavllm")

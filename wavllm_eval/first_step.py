@@ -94,17 +94,20 @@ class ChoiceReadOff:
         return [float(logprobs[int(ids[0])]) for ids in token_ids]
 
 
-def no_stop_before(stop_ids: Sequence[int], min_new_tokens: int, prompt_length: int):
-    """transformers' min_new_tokens as a processor of ours, to run after FirstStepLogits: the stop
-    tokens are banned until `min_new_tokens` were generated (`prompt_length`: input ids that belong
-    to the prompt, 0 when generating from embeddings)."""
+def no_stop_before(stop_ids: Sequence[int], min_new_tokens: int, prompt_length: int,
+                   always_banned: Sequence[int] = ()):
+    """transformers' min_new_tokens (and bad_words_ids of single tokens) as one processor of ours, to
+    run after FirstStepLogits: the stop tokens are banned until `min_new_tokens` were generated
+    (`prompt_length`: input ids that belong to the prompt, 0 when generating from embeddings), and
+    `always_banned` at every step."""
     from transformers import LogitsProcessor
 
-    banned = list(stop_ids)
+    early, always = list(stop_ids), list(always_banned)
 
     class NoStopBefore(LogitsProcessor):
         def __call__(self, input_ids, scores):
-            if input_ids.shape[1] - prompt_length < min_new_tokens:
+            banned = always + (early if input_ids.shape[1] - prompt_length < min_new_tokens else [])
+            if banned:
                 scores = scores.clone()
                 scores[:, banned] = float("-inf")
             return scores
