@@ -179,7 +179,7 @@ class HFAudioChatAdapter(SpeechLLMAdapter):
                 scores.append([])
                 continue
             choices = [self.choice_token_ids(c) for c in prompt.choices]
-            read = self.read_off.scores(prompt, choices, lambda p=prompt: self.next_token_logits(p))
+            read = self.read_off.scores(prompt, choices, self.next_token_logits)
             if read is not None:
                 scores.append(read)
                 continue

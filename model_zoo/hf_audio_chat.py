@@ -241,8 +241,7 @@ class NativeAudioChatAdapter(SpeechLLMAdapter):
 
         scores: list[list[float]] = []
         for prompt in prompts:
-            read = self.read_off.scores(prompt, [self.choice_ids(c) for c in prompt.choices],
-                                        lambda p=prompt: self.next_token_logits(p))
+            read = self.read_off.scores(prompt, [self.choice_ids(c) for c in prompt.choices], self.next_token_logits)
             if read is not None:
                 scores.append(read)
                 continue

@@ -269,7 +269,7 @@ class QwenAudioAdapter(SpeechLLMAdapter):
                 scores.append([])
                 continue
             choice_ids = [self.tokenizer.encode(c, allowed_special=()) for c in prompt.choices]
-            read = self.read_off.scores(prompt, choice_ids, lambda p=prompt: self.next_token_logits(p))
+            read = self.read_off.scores(prompt, choice_ids, self.next_token_logits)
             if read is not None:
                 scores.append(read)
                 continue

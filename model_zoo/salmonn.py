@@ -299,8 +299,8 @@ class Salmonn13BAdapter(SpeechLLMAdapter):
         (wavllm_eval.first_step); otherwise a forward pass per choice."""
         import torch
 
-        read = {id(p): self.read_off.scores(p, [self.tokenizer.encode(c) for c in p.choices],
-                                            lambda p=p: self.next_token_logits(p)) for p in prompts}
+        read = {id(p): self.read_off.scores(p, [self.tokenizer.encode(c) for c in p.choices], self.next_token_logits)
+                for p in prompts}
         rest = [p for p in prompts if read[id(p)] is None]
         embedded = {id(p): e for p, e in zip(rest, self.input_embeddings(rest) if rest else [], strict=True)}
         scores = []

@@ -316,7 +316,7 @@ class WavLLMAdapter(SpeechLLMAdapter):
             prefixes.update(self._prefix_cache)
         scores = []
         for prompt in prompts:
-            row = self.read_off.scores(prompt, token_ids[id(prompt)], lambda p=prompt: next_token_logits(p))
+            row = self.read_off.scores(prompt, token_ids[id(prompt)], next_token_logits)
             scores.append(row if row is not None else self.forward_choice_scores(token_ids[id(prompt)], *prefix(prompt)))
         self._prefix_cache = {}
         self.read_off.clear()

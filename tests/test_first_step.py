@@ -31,7 +31,7 @@ def test_single_token_choices_are_the_first_steps_log_softmax_checked_once():
     forward_calls = []
 
     def forward(row):
-        return lambda: forward_calls.append(row) or logits[row] + 1e-6  # a forward pass alone: rounding apart
+        return lambda _prompt: forward_calls.append(row) or logits[row] + 1e-6  # a forward pass alone: rounding apart
 
     total = math.log(sum(math.exp(x) for x in (0, 1, 2, 3)))
     by_hand = [2.0 - total, 3.0 - total]
@@ -53,9 +53,9 @@ def test_logits_a_processor_changed_turn_the_read_off_off():
     read_off = kept([a, b], logits)
     penalised = logits[0].clone()
     penalised[2] /= 1.1  # what a repetition penalty from a generation_config does before our processors
-    assert read_off.scores(a, [[2], [3]], lambda: penalised) is None
+    assert read_off.scores(a, [[2], [3]], lambda _prompt: penalised) is None
     assert read_off.trusted is False
-    assert read_off.scores(b, [[2], [3]], lambda: logits[1]) is None  # for the adapter's lifetime
+    assert read_off.scores(b, [[2], [3]], lambda _prompt: logits[1]) is None  # for the adapter's lifetime
 
 
 def test_no_stop_before_bans_the_stop_ids_until_enough_new_tokens():
@@ -79,5 +79,5 @@ def test_the_check_allows_the_rounding_of_the_models_dtype(dtype, noise, trusted
     read_off = ChoiceReadOff(dtype)
     read_off.keep(capture)
     moved = logits[0] + torch.tensor([0.0, noise, 0.0, 0.0])
-    assert (read_off.scores(a, [[2], [3]], lambda: moved) is not None) is trusted
+    assert (read_off.scores(a, [[2], [3]], lambda _prompt: moved) is not None) is trusted
     assert read_off.trusted is trusted

@@ -73,17 +73,18 @@ class ChoiceReadOff:
                 and all(len(ids) == 1 for ids in token_ids))
 
     def scores(self, prompt: Prompt, token_ids: Sequence[Sequence[int]],
-               next_token_logits: Callable[[], Any]) -> list[float] | None:
+               next_token_logits: Callable[[Prompt], Any]) -> list[float] | None:
         """log P(choice) for each single-token choice from this very prompt's first-step logits, or
         None (not generated just before, a choice of several tokens, or not trusted).
-        `next_token_logits()` runs the model over the prompt alone: called once, for the check."""
+        `next_token_logits(prompt)` runs the model over the prompt alone (the adapter's method of that
+        name): called once, for the check."""
         import torch
 
         if not self.answerable(prompt, token_ids):
             return None
         logprobs = torch.log_softmax(self.kept[id(prompt)][1].double(), dim=-1)
         if self.trusted is None:
-            reference = torch.log_softmax(next_token_logits().double().to(logprobs.device), dim=-1)
+            reference = torch.log_softmax(next_token_logits(prompt).double().to(logprobs.device), dim=-1)
             both = torch.isfinite(reference) & torch.isfinite(logprobs)
             self.trusted = bool(torch.equal(torch.isfinite(reference), torch.isfinite(logprobs))
                                 and (reference[both] - logprobs[both]).abs().max() <= self.tolerance)
