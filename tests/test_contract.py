@@ -14,6 +14,7 @@ import pytest
 
 import tests.tiny_models as tiny_models
 from tests.native_trees import TREES
+from tests.step_scores import record_step_scores
 from wavllm_eval.adapter import BaseAdapter, LoadOptions, ModelAdapter
 from wavllm_eval.audio import load_audio
 from wavllm_eval.registry import make_task, model_entries, task_entries
@@ -189,14 +190,8 @@ def test_model_scores_hear_the_audio_and_depend_on_neither_batch_nor_history(mod
     Every generating adapter passes each step's scores through its FirstTokenTimer; they are recorded."""
     import torch
 
-    from wavllm_eval.adapter import FirstTokenTimer
-
     adapter = tiny_model(model_id)
-    steps: list = []
-    timer_call = FirstTokenTimer.__call__
-    monkeypatch.setattr(FirstTokenTimer, "__call__",
-                        lambda self, ids, scores: steps.append(scores.detach().float().clone()) or
-                        timer_call(self, ids, scores))
+    steps = record_step_scores(monkeypatch)
 
     def scores_of(prompts, seeds):
         steps.clear()
@@ -248,17 +243,11 @@ def test_generation_decides_from_the_models_own_distribution(model_id, tiny_mode
     generation_config (a repetition penalty, a temperature) may reshape them unnoticed."""
     import torch
 
-    from wavllm_eval.adapter import FirstTokenTimer
-
     adapter = tiny_model(model_id)
-    seen: list = []
-    timer_call = FirstTokenTimer.__call__
-    monkeypatch.setattr(FirstTokenTimer, "__call__",
-                        lambda self, ids, scores: seen.append(scores[0].detach().double().clone()) or
-                        timer_call(self, ids, scores))
+    steps = record_step_scores(monkeypatch)
     prompt = _prompts(clips)[0]
     adapter.generate([prompt], [11])
-    first = seen[0]
+    first = steps[0][0].double()
     model_own = adapter.next_token_logits(prompt).detach().double().to(first.device)
     finite = torch.isfinite(first)
     assert int((~finite).sum()) <= 4  # only a few banned ids

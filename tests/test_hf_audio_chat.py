@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from tests.choice_read_off import read_off_without_a_forward
+from tests.step_scores import record_step_scores
 from tests.tiny_models.hf_audio_chat import VOCAB_SIZE, build_audio_flamingo_3, build_qwen3_asr
 from wavllm_eval.adapter import LoadOptions
 from wavllm_eval.errors import InputError
@@ -160,8 +161,6 @@ def test_output_does_not_depend_on_what_ran_before(folders, clips, family):
 
 def test_sampling_defaults_are_overridden_and_recorded(adapters, clips, monkeypatch):
     """Audio Flamingo 3's generation_config.json samples; the adapter decodes greedily and says so."""
-    from wavllm_eval.adapter import FirstTokenTimer
-
     adapter = adapters["af3"]
     assert adapter.model.generation_config.do_sample is True  # the released defaults are in the folder
     info = adapter.describe()
@@ -170,12 +169,10 @@ def test_sampling_defaults_are_overridden_and_recorded(adapters, clips, monkeypa
     assert info["model_generation_defaults_not_applied"] == released
     p = prompt(clips["long"])
     torch.manual_seed(0)
-    seen: list[torch.Tensor] = []  # the scores greedy search picks from, after transformers' own processors
-    timer_call = FirstTokenTimer.__call__
-    monkeypatch.setattr(FirstTokenTimer, "__call__",
-                        lambda self, ids, scores: seen.append(scores[0].clone()) or timer_call(self, ids, scores))
-    first = adapter.generate([p], [0])
-    monkeypatch.setattr(FirstTokenTimer, "__call__", timer_call)
+    with monkeypatch.context() as patch:  # the scores greedy search picks from, after transformers' processors
+        steps = record_step_scores(patch)
+        first = adapter.generate([p], [0])
+    seen = [step[0] for step in steps]
     torch.manual_seed(123)
     assert adapter.generate([p], [0]) == first
     # and it is plain greedy search: each step's scores are an independent forward's logits on the
