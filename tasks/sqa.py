@@ -65,7 +65,7 @@ class GaokaoSQA(BaseTask):
         ]
 
     def settings(self) -> Mapping[str, Any]:
-        return {"answer_extraction": "extract_option/v1 (letter patterns, then a uniquely quoted option text)"}
+        return {"answer_extraction": "extract_option/v2 (letter patterns, capitals only after \"answer\"; then the one option quoted outside a longer option)"}
 
     def extra(self, records: Sequence[Record]) -> Mapping[str, Any]:
         return unparsed_summary(records, chosen_option)

@@ -209,6 +209,36 @@ def test_option_extraction(text, letter):
     assert extract_option(text, parse_options(GAOKAO_PROMPT)[1]) == letter
 
 
+NESTED_OPTIONS_PROMPT = ("How long did the film last? A. About two hours; B. About two hours and a half; "
+                         "C. About three hours.")
+
+
+@pytest.mark.parametrize(("text", "letter"), [
+    # the official items short_conv_1011 / _1206 have an option inside another: quoting the longer
+    # one in full names it (it used to be unparsed, so scored wrong)
+    ("About two hours and a half.", "B"), ("It lasted about two hours and a half.", "B"),
+    ("About two hours.", "A"), ("About two hours, not about two hours and a half.", None),
+    # "a" is the article, not option A (75 official items have a correct option opening with "a")
+    ("The answer is a dog.", None), ("I think the answer is a bit unclear, but (B).", "B"),
+    ("The answer is A.", "A"), ("option b", "B"),
+])
+def test_option_extraction_with_nested_options_and_articles(text, letter):
+    assert extract_option(text, parse_options(NESTED_OPTIONS_PROMPT)[1]) == letter
+
+
+def test_every_official_gaokao_item_is_credited_when_its_option_is_quoted(shared_data):
+    """Each of the 2000 official questions, answered with its correct option's text alone or in a
+    sentence, is read as that option (13 items with nested options used to be unparsed)."""
+    samples = list(make_task("gaokao-sqa").load(shared_data / "gaokao.tsv"))
+    missed = []
+    for sample in samples:
+        options = parse_options(sample.instruction)[1]
+        for answer in (f"{options[sample.reference]}.", f"I think it is {options[sample.reference].lower()}."):
+            if extract_option(answer, options) != sample.reference:
+                missed.append((sample.id, answer))
+    assert missed == []
+
+
 def test_parse_options_without_semicolons_and_with_dc():
     assert parse_options("Where? A. Rich B. In Washington, D.C. C. Funny")[1] == {
         "A": "Rich", "B": "In Washington, D.C", "C": "Funny"}

@@ -84,25 +84,46 @@ def parse_options(prompt: str, letters: str = "ABC") -> tuple[str, dict[str, str
 
 def extract_option(text: str, options: Mapping[str, str]) -> str | None:
     """The chosen letter: a bare letter, "option B", "the answer is (C)", a leading "B." or "B)",
-    else the one option whose text the answer quotes."""
+    else the one option whose text the answer quotes. After "answer" only a capital names an option
+    ("the answer is a dog" names none; "option c" does); an option quoted only inside a longer one
+    ("About two hours" inside "About two hours and a half") is not quoted on its own."""
     letters = "".join(options) or "ABC"
     stripped = text.strip()
     bare = re.fullmatch(rf"[\s(\[]*([{letters}])[\s).:\]]*", stripped)
     if bare:
         return bare.group(1)
+    verb = r"(?i:is|would be|should be|:)?"
     patterns = [
-        rf"\b(?:answer|option|choice)\s*(?:is|would be|should be|:)?\s*[:(\[]?\s*([{letters}])\b",
+        # "answer is a dog": after "answer" only a capital names an option; "option c" is one
+        rf"\b(?:(?i:answer)\s*{verb}\s*[:(\[]?\s*([{letters}])|(?i:option|choice)\s*{verb}\s*[:(\[]?\s*"
+        rf"([{letters}{letters.lower()}]))\b",
         rf"^\s*[(\[]?([{letters}])[).:\]]",
         rf"[(\[]([{letters}])[)\]]",
         rf"(?<![\w'’])([{letters}])(?=[.)]\s|[.)]$)",
     ]
     for pattern in patterns:
-        match = re.search(pattern, stripped, flags=re.IGNORECASE if "answer" in pattern else 0)
+        match = re.search(pattern, stripped)
         if match:
-            return match.group(1).upper()
-    plain = _plain(text)
-    quoted = [letter for letter, option in options.items() if option and _plain(option) in plain]
+            return next(g for g in match.groups() if g).upper()
+    quoted = _quoted_options(_plain(text), {letter: _plain(option) for letter, option in options.items() if option})
     return quoted[0] if len(quoted) == 1 else None
+
+
+def _occurrences(text: str, part: str) -> list[tuple[int, int]]:
+    spans, start = [], text.find(part)
+    while start >= 0:
+        spans.append((start, start + len(part)))
+        start = text.find(part, start + 1)
+    return spans
+
+
+def _quoted_options(plain: str, options: Mapping[str, str]) -> list[str]:
+    """The letters of the options the answer quotes somewhere other than inside a longer option's quote."""
+    spans = {letter: _occurrences(plain, option) for letter, option in options.items()}
+    inside = lambda span, other: other[0] <= span[0] and span[1] <= other[1] and other != span  # noqa: E731
+    return [letter for letter, own in spans.items()
+            if any(not any(inside(span, other) for o, theirs in spans.items() if o != letter for other in theirs)
+                   for span in own)]
 
 
 def unparsed_summary(records: Sequence[Record], extract: Callable[[Record], Any]) -> dict[str, float]:
