@@ -36,13 +36,14 @@ def extract_yes_no(text: str) -> str | None:
 
 
 EMOTION_SYNONYMS: Mapping[str, tuple[str, ...]] = {
-    "neu": ("neutral", "neutrality", "calm", "indifferent"),
-    "hap": ("happy", "happiness", "joy", "joyful", "excited", "excitement", "cheerful", "delighted"),
-    "ang": ("angry", "anger", "furious", "mad", "irritated", "annoyed"),
-    "sad": ("sad", "sadness", "unhappy", "sorrow", "sorrowful", "depressed", "upset"),
+    "neu": ("neutral",),
+    "hap": ("happy", "happiness", "joy", "excited", "excitement"),
+    "ang": ("angry", "anger"),
+    "sad": ("sad", "sadness"),
 }
-"""IEMOCAP 4-class synonym table (metrics.md §4, extended with unambiguous near-synonyms).
-"frustrated", "surprised", "fearful" map to nothing: out of set, hence wrong."""
+"""IEMOCAP 4-class synonym table, exactly metrics.md §4's fixed table, so WA/UA compare with the
+convention. Any other word is out of set, hence wrong ("frustrated", and also "annoyed" or
+"irritated", which describe IEMOCAP's out-of-set class fru rather than ang)."""
 
 _EMOTION_WORD = re.compile(r"\b(" + "|".join(w for ws in EMOTION_SYNONYMS.values() for w in ws) + r")\b")
 _WORD_TO_LABEL = {w: label for label, ws in EMOTION_SYNONYMS.items() for w in ws}
