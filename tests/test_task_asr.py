@@ -52,9 +52,24 @@ def test_scoring_counts_and_headline():
     ]).result
     assert result.headline == "wer" and result.headlines == ("wer",) and result.metrics["wer"] == 0.0
     assert (result.n_total, result.n_scored, result.n_failed, result.n_skipped) == (3, 1, 1, 1)
-    assert result.metrics["wer_raw"] == 250.0  # case-sensitive, preamble kept (2 S + 3 I over 2 words)
+    # raw: case-sensitive, preamble kept (3 insertions over 2 words), against the reference lower-cased
+    # as WavLLM's asr.tsv holds it
+    assert result.metrics["wer_raw"] == 150.0
     expected_identity = f"whisper-english/whisper-normalizer=={version('whisper-normalizer')}"
     assert result.settings["wer"]["normaliser"] == expected_identity
+
+
+def test_raw_wer_is_the_same_on_the_native_layout_and_the_official_manifest():
+    """WavLLM's script scores raw WER against asr.tsv, whose targets are LibriSpeech's transcripts
+    lower-cased; the native trans.txt reference (upper-case) must give the same number, not ~100 %."""
+    hypothesis = "he hoped there would be stew for dinner turnips and carrots"
+    native, manifest = "HE HOPED THERE WOULD BE STEW FOR DINNER TURNIPS AND PARSNIPS", hypothesis.replace("carrots", "parsnips")
+    scores = [make_task("librispeech-test-clean").score([Record("u", hypothesis, ref, "ok")]).result.metrics["wer_raw"]
+              for ref in (native, manifest)]
+    assert scores == [pytest.approx(100 / 11)] * 2  # one substitution in eleven words, both ways
+    # a prediction's case still counts: raw scoring is case-sensitive on the hypothesis side
+    upper = make_task("librispeech-test-clean").score([Record("u", "HE HOPED", "HE HOPED", "ok")]).result
+    assert upper.metrics["wer_raw"] == 100.0 and upper.metrics["wer"] == 0.0
 
 
 def test_official_manifest(shared_data):

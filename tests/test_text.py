@@ -41,6 +41,12 @@ def test_lowercase_no_punctuation():
         ("Transcription of the audio: hello world", "hello world"),
         ("the text was long", "the text was long"),  # no colon: not a preamble
         ("he hoped there would be stew", "he hoped there would be stew"),
+        # the lead-ins WavLLM's released outputs use (the test data's README lists them)
+        ("The audio transcription is: three films from asia", "three films from asia"),
+        ("The audio clip's transcription reads: in the year", "in the year"),
+        ("Here's the text from the audio recording: o no i missed the bus", "o no i missed the bus"),
+        ("The speech transcript: hello", "hello"),
+        ("The audio was clear: hello", "The audio was clear: hello"),  # not a transcript lead-in
     ],
 )
 def test_strip_transcript_preamble(answer, transcript):

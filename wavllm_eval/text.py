@@ -77,9 +77,12 @@ def _version(package: str) -> str:
         return "unknown"
 
 
+_SOURCE = r"(?:audio\s+clip|audio\s+recording|audio|speech|clip|recording)"
+# WavLLM's own lead-ins vary between runs: "The audio transcription is:", "The audio clip's
+# transcription reads:", "Here's the text from the audio recording:" (the test data's README)
 _ANSWER_PREFIX = re.compile(
-    r"""^\s*(?:sure[,!.]?\s*)?(?:here\s+is\s+|here's\s+)?(?:the\s+)?
-        (?:transcription|transcript|text|spoken\s+content)(?:\s+of\s+the\s+(?:audio|speech|clip|recording))?
+    rf"""^\s*(?:sure[,!.]?\s*)?(?:here\s+is\s+|here['’]s\s+)?(?:the\s+)?(?:{_SOURCE}(?:['’]s)?\s+)?
+        (?:transcription|transcript|text|spoken\s+content)(?:\s+(?:of|from|in)\s+the\s+{_SOURCE})?
         \s*(?:is|reads)?\s*[:：]\s*""",
     re.IGNORECASE | re.VERBOSE,
 )

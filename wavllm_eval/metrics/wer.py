@@ -34,17 +34,20 @@ class WordErrorRate(RowMetric):
     n_stats = 2
 
     def __init__(self, normaliser: Normaliser, name: str = "wer",
-                 prediction_cleaner=None) -> None:
+                 prediction_cleaner=None, reference_form=None) -> None:
         super().__init__()
         self.name = name
         self.normaliser = normaliser
         self.prediction_cleaner = prediction_cleaner
+        self.reference_form = reference_form  # e.g. the reference as another layout's manifest writes it
 
     def row(self, record: Record) -> Sequence[float]:
-        prediction = record.prediction
+        prediction, reference = record.prediction, record.reference
         if self.prediction_cleaner is not None:
             prediction = self.prediction_cleaner(prediction)
-        return word_edits(self.normaliser(record.reference), self.normaliser(prediction))
+        if self.reference_form is not None:
+            reference = self.reference_form(reference)
+        return word_edits(self.normaliser(reference), self.normaliser(prediction))
 
     def from_totals(self, totals: np.ndarray) -> np.ndarray:
         return safe_ratio(totals[..., 0], totals[..., 1])
