@@ -32,6 +32,7 @@ WAVLLM_ASR_INSTRUCTION = (
 )
 
 SPLITS = {"librispeech-test-clean": "test-clean", "librispeech-test-other": "test-other"}
+RELEASED_SIZES = {"test-clean": 2620, "test-other": 2939}
 
 
 @register_task(*SPLITS, group="asr")
@@ -50,10 +51,12 @@ class LibriSpeechASR(BaseTask):
     headlines = ("wer",)
     breakdown_keys = ("speaker", "duration_bucket")
     data_layout = "LibriSpeech/{split}/<speaker>/<chapter>/*.flac + <speaker>-<chapter>.trans.txt (OpenSLR 12), or a WavLLM asr.tsv"
+    size_hint = "the Hub copies AudioBench and AU-Harness use hold 2617 / 2935 utterances"
 
     def __init__(self, task_id: str) -> None:
         super().__init__(task_id)
         self.split = SPLITS[self.base_id]
+        self.released_size = RELEASED_SIZES[self.split]
 
     def default_data_path(self, data_dir: Path) -> Path:
         candidates = [data_dir / "LibriSpeech" / self.split, data_dir / self.split]

@@ -42,6 +42,10 @@ def _free(record: Record) -> str | None:
     return extract_emotion(record.prediction)
 
 
+# 4-class utterances per Session (s3prl's test_meta_data.json; 5,531 in all)
+SESSION_SIZES = {"Session1": 1085, "Session2": 1023, "Session3": 1151, "Session4": 1031, "Session5": 1241}
+
+
 @register_task("iemocap-er", group="er")
 class IEMOCAPEmotion(BaseTask):
     """IEMOCAP 4-class emotion (exc merged into hap, 5,531 utterances): WA and UA (%)."""
@@ -67,6 +71,16 @@ class IEMOCAPEmotion(BaseTask):
 
     def default_data_path(self, data_dir: Path) -> Path:
         return data_dir / "IEMOCAP_full_release"
+
+    size_hint = "the 4-class set (exc merged into hap) of IEMOCAP_full_release"
+
+    def official_size(self, data: Path) -> int | None:
+        """5,531 over Sessions 1-5, or the one Session's own count (datasets.md)."""
+        data = Path(data)
+        if (data / "dialog" / "EmoEvaluation").is_dir():
+            return SESSION_SIZES.get(data.name)
+        present = [name for name in SESSION_SIZES if (data / name / "dialog" / "EmoEvaluation").is_dir()]
+        return sum(SESSION_SIZES[name] for name in present) if present else None
 
     def load_native(self, data: Path) -> Iterator[Sample]:
         yield from read_iemocap(data)

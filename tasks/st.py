@@ -83,6 +83,10 @@ class CoVoST2EnDe(_TranslationTask):
                 return folder / name
         return folder / "covost_v2.en_de.test.tsv"
 
+    released_size = COVOST_TEST_SIZE
+    size_hint = ("the split TSV must come from covost_v2.en_de.tsv joined with Common Voice v4's en/validated.tsv; "
+                 "a later Common Voice release changes the join")
+
     def load_native(self, data: Path) -> Iterator[Sample]:
         yield from read_covost(data)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from importlib.metadata import version
 
 import pytest
@@ -34,6 +35,14 @@ def test_missing_flac_still_counts_as_a_sample(tmp_path):
     assert len(samples) == len(SENTENCES)
     missing = next(s for s in samples if s.id == "121-1000-0001")
     assert missing.duration_s == 0.0
+
+
+def test_a_partial_split_is_named_with_the_released_count(tmp_path, caplog):
+    build_tree(tmp_path, split="test-other")
+    with caplog.at_level(logging.WARNING):
+        list(make_task("librispeech-test-other").load(tmp_path / "LibriSpeech" / "test-other"))
+    assert any("5 librispeech-test-other samples, but the released test set has 2939" in r.getMessage()
+               and "2617 / 2935" in r.getMessage() for r in caplog.records)
 
 
 def test_test_other_and_helpful_errors(tmp_path):

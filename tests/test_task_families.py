@@ -4,6 +4,7 @@ the official manifests, and a scripted end-to-end run per task."""
 from __future__ import annotations
 
 import json
+import logging
 from collections import Counter
 
 import numpy as np
@@ -172,6 +173,40 @@ def test_iemocap_keeps_four_classes_and_merges_exc(tmp_path, tone_fn):
     assert all(s.audio[0].path.is_file() for s in samples)
     single = list(task.load(release / "Session2"))  # one session as the test fold
     assert [s.id for s in single] == ["Ses02M_script01_F000"]
+
+
+# --- released sizes ------------------------------------------------------------------------------
+def size_warnings(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "released test set has" in r.getMessage()]
+
+
+def test_a_native_set_of_another_size_than_the_release_is_named(tmp_path, tone_fn, caplog):
+    """datasets.md: assert CoVoST's test N = 15,531 (a later Common Voice changes the join), and the
+    Hub copies of LibriSpeech hold 2617 / 2935 utterances: a short set is named, file and hint."""
+    write_covost(tmp_path, tone_fn)
+    write_voxceleb(tmp_path, tone_fn)
+    release = write_iemocap(tmp_path, tone_fn)
+    with caplog.at_level(logging.WARNING):
+        for task_id in ("covost2-en-de", "voxceleb1-sv", "iemocap-er"):
+            task = make_task(task_id)
+            list(task.load(task.default_data_path(tmp_path)))
+        list(make_task("iemocap-er").load(release / "Session2"))
+    warnings = size_warnings(caplog)
+    assert len(warnings) == 4
+    assert "covost_v2.en_de.test.tsv: 3 covost2-en-de samples, but the released test set has 15531" in warnings[0]
+    assert "Common Voice v4" in warnings[0]
+    assert "veri_test2.txt: 4 voxceleb1-sv samples" in warnings[1] and "has 37611" in warnings[1]
+    assert "has 2108" in warnings[2]  # Session1 + Session2: the sessions present
+    assert "Session2: 1 iemocap-er samples, but the released test set has 1023" in warnings[3]
+
+
+def test_sizes_are_checked_only_where_the_release_fixes_them(tmp_path, tone_fn, caplog, shared_data):
+    write_voxceleb(tmp_path, tone_fn)
+    (tmp_path / "voxceleb1/veri_test2.txt").rename(tmp_path / "voxceleb1/my_trials.txt")  # a list of one's own
+    with caplog.at_level(logging.WARNING):
+        list(make_task("voxceleb1-sv").load(tmp_path / "voxceleb1/my_trials.txt"))
+        list(make_task("covost2-en-de").load(shared_data / "en2de.tsv"))  # an official WavLLM manifest
+    assert size_warnings(caplog) == []
 
 
 # --- answer extraction ---------------------------------------------------------------------------

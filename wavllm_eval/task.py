@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import sys
 from collections.abc import Iterator, Mapping, Sequence
@@ -24,6 +25,8 @@ from wavllm_eval.errors import InputError
 from wavllm_eval.manifest import is_manifest, manifest_samples
 from wavllm_eval.metrics.base import RowMetric
 from wavllm_eval.types import Prompt, Record, Sample, TaskResult
+
+log = logging.getLogger(__name__)
 
 VARIANT_MARK = "@p"
 PROMPT_VARIANTS_VERSION = "prompt-variants/v1"
@@ -127,7 +130,22 @@ class BaseTask:
             for sample in manifest_samples(data):
                 yield self.from_manifest(sample)
             return
-        yield from self.load_native(data)
+        expected, count = self.official_size(data), 0
+        for sample in self.load_native(data):
+            count += 1
+            yield sample
+        if expected is not None and count != expected:
+            log.warning("%s: %d %s samples, but the released test set has %d: the scores are not comparable "
+                        "with published ones (%s)", data, count, self.base_id, expected, self.size_hint)
+
+    # The released test set's size in the native layout (datasets.md), checked after loading: a partial
+    # copy or another upstream release (a Hub copy of LibriSpeech, a later Common Voice) is named.
+    released_size: int | None = None
+    size_hint: str = "a partial or altered copy of the data"
+
+    def official_size(self, data: Path) -> int | None:
+        """The number of samples the released test set at `data` has (None: no fixed number)."""
+        return self.released_size
 
     def load_native(self, data: Path) -> Iterator[Sample]:
         raise InputError(data, f"not an official WavLLM TSV manifest (task {self.base_id} has no other layout)",
