@@ -63,3 +63,12 @@ def _one_second(tmp_path):
     path = tmp_path / "one.wav"
     sf.write(str(path), np.zeros(16000, dtype=np.float32), 16000)
     return path
+
+
+def test_segment_bounds_truncate_like_fairseq(tmp_path):
+    """fairseq's MuST-C cut: frame_offset = int(offset * sr), num_frames = int(duration * sr)
+    (datasets.md §4); 12.609999 s * 16 kHz = 201759.98 starts at sample 201759, not 201760."""
+    path = tmp_path / "ramp.wav"
+    sf.write(str(path), np.arange(16_000 * 14, dtype=np.float32), 16_000, subtype="FLOAT")
+    segment = load_audio(AudioRef(path, offset_s=12.609999, duration_s=0.0999999))
+    assert segment[0] == 201_759 and len(segment) == int(0.0999999 * 16_000) == 1599

@@ -33,12 +33,14 @@ def load_audio(ref: AudioRef, sample_rate_hz: int = SAMPLE_RATE_HZ) -> np.ndarra
     try:
         with sf.SoundFile(str(path)) as f:
             native_rate = f.samplerate
-            start = int(round(ref.offset_s * native_rate))
+            # truncation, as fairseq's MuST-C recipe cuts (frame_offset = int(offset * sr)): a segment
+            # starts and ends on the sample the published numbers used
+            start = int(ref.offset_s * native_rate)
             if start > f.frames:
                 raise AudioReadError(
                     f"offset {ref.offset_s:.3f} s is past the end of {path} ({f.frames / native_rate:.3f} s)"
                 )
-            n_frames = -1 if ref.duration_s is None else int(round(ref.duration_s * native_rate))
+            n_frames = -1 if ref.duration_s is None else int(ref.duration_s * native_rate)
             if start:
                 f.seek(start)
             data = f.read(frames=n_frames, dtype="float32", always_2d=True)
