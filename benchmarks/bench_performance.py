@@ -293,6 +293,46 @@ def old_gumbel_step(seeds, step: int, logits):
     return torch.log_softmax(logits.float() / 0.5, dim=-1) + torch.stack(noise)
 
 
+# (out, in) of the weights one LLaMA-2-7B decoder layer multiplies per generated token: wq, wk, wv, wo,
+# and the three FFN matrices; the LM head once per token after the 32 layers
+LLAMA_7B_LAYER = ((4096, 4096),) * 4 + ((11008, 4096), (11008, 4096), (4096, 11008))
+LLAMA_7B_HEAD = (32000, 4096)
+
+
+def rows_speedup(shapes, rows: int = 8) -> tuple[float, float, float]:
+    """(time of `rows` one-row passes, time of one `rows`-row pass, their ratio) through weights of
+    `shapes` in turn, as a decode step goes through them: how much a batch can save in a decode
+    step's matmuls on this machine. (A 7B layer's 796 MiB pass through the caches as in decoding.)"""
+    import torch
+
+    weights = [torch.randn(out_dim, in_dim) for out_dim, in_dim in shapes]
+    x1 = [torch.randn(1, w.shape[1]) for w in weights]
+    xb = [torch.randn(rows, w.shape[1]) for w in weights]
+
+    def through(inputs):
+        for w, x in zip(weights, inputs, strict=True):
+            torch.nn.functional.linear(x, w)
+
+    one, together = rows * timed(lambda: through(x1), 5), timed(lambda: through(xb), 5)
+    return one, together, one / together
+
+
+def bench_row_batching_ceiling() -> None:
+    """The most a batch of 8 can gain in a decode step's matmuls on this CPU: 8 one-row passes against
+    one 8-row pass, at the tiny model's LM head and at LLaMA-2-7B's sizes (fp32, as this bench runs)."""
+    cases = (("tiny WavLLM's LM head (32000 x 64)", ((32000, 64),),
+              "the tiny model's decode step is mostly per-step overhead, which batching does amortise"),
+             ("a LLaMA-2-7B decoder layer's 7 matrices", LLAMA_7B_LAYER,
+              "at 7B sizes these matmuls are nearly all of a decode step"),
+             ("LLaMA-2-7B's LM head (32000 x 4096)", (LLAMA_7B_HEAD,), ""))
+    for label, shapes, context in cases:
+        one, together, ratio = rows_speedup(shapes)
+        note = f"{1e3 * one:.1f} ms vs {1e3 * together:.1f} ms"
+        if context:
+            note += f"; {context}"
+        report(f"  matmuls, 8 rows at once vs one at a time: {label}", f"{ratio:.2f}x", "(info)", note=note)
+
+
 def bench_sampler_step(batch: int = 8, vocab: int = 32000) -> None:
     import torch
 
@@ -651,6 +691,7 @@ def main() -> None:
         model_dir = tiny_wavllm(tmp) if only & {1, 2, 3} else None
         if 1 in only:
             bench_batching(model_dir, sizes["clips"])
+            bench_row_batching_ceiling()
             bench_sampler_step()
         if 2 in only:
             bench_choice_scoring(model_dir, sizes["clips"])

@@ -52,7 +52,10 @@ class PairedComparison:
 
     @property
     def significant(self) -> bool:
-        return self.p_value < SIGNIFICANCE_LEVEL
+        """p below the level and a difference at all: sacreBLEU's bootstrap counts resamples strictly
+        above the observed |Δ| (MultEval's rule), so two identical runs get its smallest p, 1/(B+1);
+        a zero difference is still no evidence of one."""
+        return self.delta != 0 and self.p_value < SIGNIFICANCE_LEVEL
 
     @property
     def regression(self) -> float:

@@ -49,3 +49,15 @@ def test_koehn_p_value_hand_worked():
     assert koehn_p_value(np.array([1.0, -3.0, 2.0]), 0.5) == pytest.approx((1 + 1) / (3 + 1))
     # strictly above: a centred value equal to the observed one does not count
     assert koehn_p_value(np.array([1.0, -3.0, 2.0]), 1.0) == pytest.approx(1 / 4)
+
+
+def test_identical_runs_are_never_a_significant_difference(tmp_path):
+    """sacreBLEU's rule (resamples strictly above the observed |Δ|) gives two identical runs its
+    smallest p, 1/(B+1); the p is kept as sacreBLEU computes it, but a zero Δ is not significant."""
+    base = load_run(write_run(tmp_path / "a", "m", {TASK: records(BASELINE)}))
+    same = load_run(write_run(tmp_path / "b", "m", {TASK: records(BASELINE)}))
+    comparisons = compare_runs(base, same, headline_only=False)
+    assert comparisons and all(c.delta == 0 for c in comparisons)
+    assert any(c.p_value < 0.05 for c in comparisons)  # sacreBLEU's number for identical systems
+    assert not any(c.significant for c in comparisons)
+    assert not any(c.to_json()["significant"] for c in comparisons)
