@@ -116,6 +116,16 @@ def run_gate(baseline: RunResult, candidate: RunResult, config: GateConfig) -> G
             if cand_ids and cand_ids < base_ids:
                 notes.append(f"candidate ran {len(cand_ids)} of the baseline's {len(base_ids)} samples "
                              "(a subset): compared on the shared samples only")
+                # on that subset, the candidate must score every sample the baseline scored: pairing
+                # only the samples both scored would hide the candidate's failures
+                base_ok = sum(r.status == "ok" for r in baseline.records(task_id) if r.id in cand_ids)
+                cand_ok = sum(r.status == "ok" for r in candidate.records(task_id))
+                if cand_ok < base_ok:
+                    checks.extend(GateCheck(task_id, h, "fail", f"candidate scored {cand_ok} of its {len(cand_ids)} "
+                                            f"samples, the baseline {base_ok} of the same", None,
+                                            config.threshold(h), tuple(notes))
+                                  for h in headlines)
+                    continue
             else:
                 checks.extend(GateCheck(task_id, h, "fail", "candidate ran on another test set (sample ids differ)")
                               for h in headlines)

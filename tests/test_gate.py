@@ -67,3 +67,14 @@ def test_another_test_set_fails(tmp_path):
     base = make_run(tmp_path / "a", "m", perfect())
     cand = make_run(tmp_path / "b", "m", perfect(), data_hash="e" * 64, id_prefix="other")
     assert gate(base, cand) == 1
+
+
+def test_a_subset_candidate_with_failures_fails(tmp_path):
+    """A `--limit` candidate (the first 20 samples) that failed most of them must not pass by
+    pairing only the samples both runs scored."""
+    base = make_run(tmp_path / "a", "m", perfect())
+    subset = perfect()[:20]
+    cand = make_run(tmp_path / "b", "m", subset, statuses=["ok"] * 5 + ["failed"] * 15)
+    assert gate(base, cand) == 1
+    whole = make_run(tmp_path / "c", "m", subset)  # the same subset, every sample scored: a fair subset
+    assert gate(base, whole) == 0
