@@ -64,3 +64,36 @@ def test_scoring_another_tasks_records_is_an_error(tmp_path, capsys):
     rc = main(["score", "--task", "covost2-en-de", "--predictions", str(cand / "samples" / f"{TASK}.jsonl")])
     err = capsys.readouterr().err
     assert rc == 2 and f"written by task {TASK}" in err
+
+
+def test_score_run_dir_keeps_the_runs_sample_set_and_measurements(tmp_path):
+    """A `--limit 3` run in a folder whose JSONL also holds an earlier run's samples: re-scoring keeps
+    the run's 3 (its stored sample ids), and what the run measured beside the scores."""
+    _, cand = runs(tmp_path)
+    from wavllm_eval.store import SampleStore
+
+    SampleStore(cand).append(TASK, [Record("u9", "", "AN EARLIER SAMPLE", "failed", "audio file not found: u9.flac",
+                                           task=TASK)])
+    path = cand / "results.json"
+    results = json.loads(path.read_text())
+    measured = {"throughput": {"audio_s": 12.5, "model_s": 0.5}, "batch_invariance": {"checked": 2, "n_differing": 0,
+                                                                                     "differing": []}}
+    results["tasks"][TASK].update(measured)
+    path.write_text(json.dumps(results))
+    before = results["tasks"][TASK]
+    assert main(["score", str(cand)]) == 0
+    after = json.loads(path.read_text())["tasks"][TASK]
+    assert (after["n_total"], after["n_scored"], after["n_failed"]) == (3, 3, 0)
+    assert after["metrics"] == before["metrics"]
+    assert {k: after[k] for k in measured} == measured
+
+
+def test_score_run_dir_of_a_judged_run_asks_for_the_judge(tmp_path, capsys):
+    _, cand = runs(tmp_path)
+    path = cand / "results.json"
+    results = json.loads(path.read_text())
+    results["tasks"][TASK]["settings"]["judge"] = {"fingerprint": "x"}
+    path.write_text(json.dumps(results))
+    assert main(["score", str(cand)]) == 2
+    assert "--judge PATH" in capsys.readouterr().err
+    assert json.loads(path.read_text()) == results  # nothing rewritten

@@ -184,6 +184,8 @@ def score(
     task: Annotated[str | None, typer.Option("--task", help="task id whose scorer to apply (with --predictions)")] = None,
     predictions: Annotated[Path | None, typer.Option("--predictions", help="a samples/<task>.jsonl file")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the results.json entries")] = False,
+    judge: Annotated[str | None, typer.Option("--judge", help="the judge a RUN_DIR was scored with (its cached "
+                                              "verdicts are reused)")] = None,
 ) -> None:
     """Re-score stored predictions with no model: one JSONL (--task, --predictions), or a whole run
     folder in place (results.json and the stored per-sample rows together)."""
@@ -195,11 +197,13 @@ def score(
                              "wavllm-eval score OUT/<model>")
         from wavllm_eval.evaluate import rescore_run
 
-        results = rescore_run(run_dir)
+        results = rescore_run(run_dir, judge=judge)
         if as_json:
             stdout.print_json(json.dumps(results["tasks"], allow_nan=False))
         else:
-            stdout.print(results_table(results["model"]["id"], results["tasks"]))
+            model = results.get("model")
+            stdout.print(results_table(str(model.get("id", run_dir.name)) if isinstance(model, dict) else run_dir.name,
+                                       results["tasks"]))
         return
     if not task or predictions is None:
         raise InputError("score", "needs RUN_DIR, or --task and --predictions",

@@ -200,25 +200,44 @@ def _stored_entry_is_current(store: SampleStore, task: Task, previous: Mapping[s
     return set(stored.get("sample_ids", ())) == {s.id for s in samples}
 
 
-def rescore_run(run_dir: Path) -> dict[str, Any]:
+# results.json entries that `run` measures beside the scores: re-scoring keeps them
+RUN_MEASUREMENTS = ("throughput", "batch_invariance")
+
+
+def rescore_run(run_dir: Path, judge: str | None = None) -> dict[str, Any]:
     """`wavllm-eval score RUN_DIR`: re-score every task of a run in place from its samples (results.json
-    entries and the stored rows together), keeping throughput and the run's metadata."""
+    entries and the stored rows together), over the samples the run scored (a `--limit` run stays
+    limited), keeping what the run measured (throughput, batch invariance) and its metadata. A task
+    scored with `--judge` needs the judge again (its cached verdicts are reused)."""
     store = SampleStore(run_dir)
     results = store.read_results()
     if not results:
         raise InputError(run_dir, "holds no results.json", "pass an OUT/<model> folder written by `wavllm-eval run`")
+    tasks = results.get("tasks")
+    if not isinstance(tasks, dict):
+        raise InputError(store.results_path, "has no \"tasks\" object", "re-run, or restore the file `run` wrote")
+    judged = [t for t, e in tasks.items() if isinstance(e, dict) and "judge" in e.get("settings", {})]
+    if judged and judge is None:
+        raise InputError(store.results_path, f"{', '.join(judged)} was scored with --judge",
+                         "re-score with `wavllm-eval score RUN_DIR --judge PATH` (the cached verdicts are reused)")
+    model_judge = _load_judge(judge, store) if judge else None
     with store.lock():
-        for task_id, entry in list(results.get("tasks", {}).items()):
+        for task_id, entry in list(tasks.items()):
             task = make_task(task_id)
+            if model_judge is not None:
+                task.judge = model_judge
             records = store.load(task_id)
             if not records:
                 raise InputError(store.samples_path(task_id), "missing or empty", "re-run the task")
+            scored_ids = (store.read_scores(task_id) or {}).get("sample_ids")
+            if scored_ids is not None:  # the run's own set: what its results.json counted
+                wanted = set(scored_ids)
+                records = [r for r in records if r.id in wanted]
             scored = task.score(records)
             store.write_scores(task_id, scored.rows_json())
             fresh = scored.result.to_json()
-            if "throughput" in entry:
-                fresh["throughput"] = entry["throughput"]
-            results["tasks"][task_id] = fresh
+            fresh.update({key: entry[key] for key in RUN_MEASUREMENTS if key in entry})
+            tasks[task_id] = fresh
         results.setdefault("meta", {})["rescored"] = {"at": _now(), "harness_version": __version__,
                                                       "versions": package_versions()}
         store.write_results(results)
