@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from wavllm_eval.reports.compare import PairedComparison, compare_runs, wilcoxon_min_nonzero
 from wavllm_eval.reports.runs import RunResult
@@ -47,10 +48,12 @@ class GateConfig:
                 data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
             except FileNotFoundError as exc:
                 raise InputError(path, "gate config not found", "pass --config wavllm-gate.toml") from exc
+            except (OSError, UnicodeDecodeError) as exc:  # a folder, unreadable, not text
+                raise InputError(path, f"cannot read the gate config ({exc.__class__.__name__})",
+                                 "pass --config with a TOML file, e.g. wavllm-gate.toml") from exc
             except tomllib.TOMLDecodeError as exc:
                 raise InputError(path, f"invalid TOML ({exc})", "see `wavllm-eval gate --help` for the format") from exc
-            config = cls({**config.max_regression, **{k: float(v) for k, v in data.get("max_regression", {}).items()}},
-                         float(data.get("default", config.default)), float(data.get("alpha", config.alpha)))
+            config = _config_from_toml(cls, config, data, Path(path))
         if overrides:
             config = cls({**config.max_regression, **overrides}, config.default, config.alpha)
         return config
@@ -166,3 +169,20 @@ def _verdict(comparison: PairedComparison, config: GateConfig, notes: list[str])
     else:
         verdict, reason = "pass", f"change {comparison.delta:+.2f} within {threshold:g} (p = {p_value:.4f})"
     return GateCheck(comparison.task, comparison.metric, verdict, reason, comparison, threshold, tuple(notes))
+
+
+def _number(value: Any, path: Path, key: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InputError(path, f"{key} = {value!r} is not a number", "write e.g. default = 0.5, [max_regression] wer = 0.3")
+    return float(value)
+
+
+def _config_from_toml(cls: type[GateConfig], config: GateConfig, data: dict[str, Any], path: Path) -> GateConfig:
+    """The TOML's thresholds over the defaults; a wrong type is an input error naming the key."""
+    per_metric = data.get("max_regression", {})
+    if not isinstance(per_metric, dict):
+        raise InputError(path, f"max_regression = {per_metric!r} is not a table of metric thresholds",
+                         "write [max_regression] then one metric = threshold per line (e.g. wer = 0.3)")
+    thresholds = {str(k): _number(v, path, f"max_regression.{k}") for k, v in per_metric.items()}
+    return cls({**config.max_regression, **thresholds}, _number(data.get("default", config.default), path, "default"),
+               _number(data.get("alpha", config.alpha), path, "alpha"))

@@ -11,7 +11,7 @@ from typing import Any
 from wavllm_eval.errors import InputError
 from wavllm_eval.metrics.base import RowMetric
 from wavllm_eval.registry import make_task
-from wavllm_eval.store import RESULTS_FILE, SampleStore
+from wavllm_eval.store import RESULTS_FILE, SampleStore, check_results_shape
 from wavllm_eval.types import Record
 
 
@@ -67,8 +67,7 @@ def load_run(path: Path) -> RunResult:
         raise InputError(results_path, f"not valid JSON ({exc.msg}, line {exc.lineno})", "re-run or re-score") from exc
     except UnicodeDecodeError as exc:
         raise InputError(results_path, f"not UTF-8 text ({exc.reason})", "re-run or re-score") from exc
-    if not isinstance(results, dict) or "model" not in results or "tasks" not in results:
-        raise InputError(results_path, "lacks the model/tasks sections of a results.json", "pass a run folder")
+    check_results_shape(results, results_path)
     return RunResult(results_path.parent, results, str(results["model"]["id"]))
 
 
@@ -85,6 +84,18 @@ def load_runs(paths: Sequence[Path]) -> list[RunResult]:
             runs.extend(load_run(p.parent) for p in found)
         else:
             runs.append(load_run(path))
+    return distinct_labels(runs)
+
+
+def distinct_labels(runs: Sequence[RunResult]) -> list[RunResult]:
+    """Every run its own label: a shared model id gets its output folder's name, and runs still alike
+    (main/runs/wavllm beside pr/runs/wavllm, or one folder given twice) a number."""
     labels = [r.label for r in runs]
-    return [replace(r, label=f"{r.label} ({r.run_dir.parent.name})") if labels.count(r.label) > 1 else r
+    runs = [replace(r, label=f"{r.label} ({r.run_dir.parent.name})") if labels.count(r.label) > 1 else r
             for r in runs]
+    seen: dict[str, int] = {}
+    out = []
+    for run in runs:
+        seen[run.label] = seen.get(run.label, 0) + 1
+        out.append(replace(run, label=f"{run.label} #{seen[run.label]}") if seen[run.label] > 1 else run)
+    return out

@@ -75,3 +75,66 @@ def test_score_on_a_malformed_jsonl_exits_2(tmp_path, capsys):
     bad.write_text('{"id": "a", "prediction": "x", "reference": "x", "status": "ok"}\nnot json\n{"id": "b"}\n')
     assert main(["score", "--task", "librispeech-test-clean", "--predictions", str(bad)]) == 2
     assert "bad.jsonl:2" in capsys.readouterr().err
+
+
+def test_list_prints_one_line_per_task_group_and_model(capsys):
+    from wavllm_eval import registry
+
+    assert main(["list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    n = len(registry.task_entries()) + len(registry.groups()) + 1 + len(registry.model_entries())  # + "all"
+    assert len(lines) == n and all(line.split()[0] in ("task", "group", "model") for line in lines)
+    assert any("data: LibriSpeech/test-clean/" in line for line in lines if line.startswith("task"))
+
+
+def one_line_error(capsys, rc, *expected):
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert all(e in err for e in expected), err
+
+
+def test_bad_inputs_to_gate_report_and_run_are_one_line_errors(tmp_path, capsys):
+    """Each of these had crashed with a traceback and exit 1, the code of a failed gate."""
+    from tests.test_reports import make_run
+
+    base = make_run(tmp_path / "a", "m", ["hello world"] * 3)
+    for text, key in (('default = "abc"\n', "default"), ("max_regression = 3\n", "max_regression"),
+                      ('[max_regression]\nwer = "x"\n', "max_regression.wer")):
+        (tmp_path / "gate.toml").write_text(text)
+        one_line_error(capsys, main(["gate", "--baseline", str(base), "--candidate", str(base), "--config",
+                                     str(tmp_path / "gate.toml")]), "gate.toml", key)
+    one_line_error(capsys, main(["gate", "--baseline", str(base), "--candidate", str(base), "--config",
+                                 str(tmp_path)]), "cannot read the gate config")
+    a_file = tmp_path / "a-file.txt"
+    a_file.write_text("x")
+    one_line_error(capsys, main(["report", str(base), "--output-dir", str(a_file)]), "a-file.txt")
+    broken = tmp_path / "broken" / "m"
+    broken.mkdir(parents=True)
+    for results in ({"model": {}, "tasks": {}}, {"model": {"id": "x"}, "tasks": []}):
+        (broken / "results.json").write_text(json.dumps(results))
+        one_line_error(capsys, main(["report", str(broken), "--output-dir", str(tmp_path / "r")]), "results.json")
+        one_line_error(capsys, main(["score", str(broken)]), "results.json")
+    one_line_error(capsys, main(["run", "--tasks", "librispeech-test-clean", "--model", "pocketsphinx",
+                                 "--output-dir", str(tmp_path / "o"), "--check-batch-invariance", "-1"]),
+                   "--check-batch-invariance")
+
+
+def test_report_of_two_runs_with_the_same_label_writes_both(tmp_path):
+    from tests.test_reports import make_run
+
+    a = make_run(tmp_path / "main" / "runs", "m", ["hello world"] * 3)
+    b = make_run(tmp_path / "pr" / "runs", "m", ["hello there"] * 3)
+    assert main(["report", str(a), str(b), "--output-dir", str(tmp_path / "r"), "--format", "json"]) == 0
+    assert main(["report", str(a), str(a), "--output-dir", str(tmp_path / "r2"), "--format", "json"]) == 0
+    labels = {row["model"] for row in json.loads((tmp_path / "r" / "leaderboard.json").read_text())["rows"]
+              if row["source"] == "measured"}
+    assert labels == {"m (runs)", "m (runs) #2"}
+
+
+def test_a_typo_in_a_tasks_own_data_path_is_an_error_inside_a_group(tmp_path, capsys):
+    build_tree(tmp_path)
+    build_tree(tmp_path, split="test-other")
+    rc = main(["run", "--tasks", "asr", "--model", "pocketsphinx", "--data-dir", str(tmp_path), "--output-dir",
+               str(tmp_path / "o"), "--data", f"librispeech-test-clean={tmp_path / 'nofile.tsv'}"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "nofile.tsv" in err

@@ -45,16 +45,14 @@ def list_command(as_json: Annotated[bool, typer.Option("--json", help="machine-r
     def line(text: str) -> None:
         stdout.print(text, markup=False, highlight=False, soft_wrap=True)
 
-    for t in tasks.values():
-        line(f"task   {t.id:<26} group {t.group:<8} {t.summary}")
-        line(f"       {'':<26} data: {layouts[t.id]}")
+    for t in tasks.values():  # one line each (the contract): the data layout closes the task's line
+        line(f"task   {t.id:<26} group {t.group:<8} {t.summary} · data: {layouts[t.id]}")
     for name, ids in groups.items():
         line(f"group  {name:<26} {', '.join(ids)}")
     line(f"group  {'all':<26} every task")
     for m in models.values():
-        line(f"model  {m.id:<26} {m.summary}")
         requires = ", ".join(m.cls.required_files) or "nothing (no --model-path needed)"
-        line(f"       {'':<26} --model-path holds: {requires}")
+        line(f"model  {m.id:<26} {m.summary} · --model-path holds: {requires}")
 
 
 @app.command()
@@ -99,6 +97,9 @@ def run(
     from wavllm_eval.summary import results_table
 
     _check_run_options(limit, device, dtype, max_new_tokens, prompt_variants, max_failed, batch_audio_s, attn)
+    if check_batch_invariance < 0:
+        raise InputError("--check-batch-invariance", f"must be 0 or more, got {check_batch_invariance}",
+                         "e.g. --check-batch-invariance 8 (samples per task rerun at batch size 1)")
     adapter_cls = model_class(model)  # an unknown model is an error before any data is read
     if model_path is not None and not model_path.exists():
         raise InputError(model_path, "--model-path does not exist", "pass the folder that holds the model files")
@@ -113,9 +114,15 @@ def run(
     task_ids = expand_task_ids(tasks, prompt_variants)
     explicit = [t.strip() for t in tasks.split(",") if t.strip() and _is_task_id(t.strip())]
     named = set(expand_task_ids(explicit, prompt_variants)) if explicit else set()
+    overrides = _parse_data_overrides(data or [])
+    # a task given its own --data is named too: a typo in that path is an error, not a skipped task
+    from wavllm_eval.task import split_task_id
+
+    given_data = {split_task_id(t)[0] for t in overrides}
+    named |= {t for t in task_ids if split_task_id(t)[0] in given_data}
     request = EvaluationRequest(
         task_ids=task_ids, model_id=model, output_dir=output_dir, data_dir=data_dir,
-        data_overrides=_parse_data_overrides(data or []), model_path=model_path, options=options,
+        data_overrides=overrides, model_path=model_path, options=options,
         optional_task_ids=frozenset(t for t in task_ids if t not in named), judge=judge,
     )
     outcome = evaluate(request)
@@ -412,6 +419,11 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INPUT_ERROR
     except _click_exceptions("ClickException") as exc:
         _error_line(_usage_message(exc))
+        return EXIT_INPUT_ERROR
+    except OSError as exc:  # a path the user gave that cannot be read or written (a file as --output-dir...)
+        if exc.filename is None:
+            raise
+        _error_line(f"{exc.filename}: {exc.strerror or exc.__class__.__name__} — check the path given")
         return EXIT_INPUT_ERROR
     return code if isinstance(code, int) else EXIT_OK
 

@@ -32,7 +32,7 @@ from wavllm_eval.runner import (
     check_unique_ids,
     process_cuda_peak_mib,
 )
-from wavllm_eval.store import SampleStore
+from wavllm_eval.store import SampleStore, check_results_shape
 from wavllm_eval.task import ScoredTask, Task
 from wavllm_eval.types import Record, Sample
 
@@ -213,9 +213,7 @@ def rescore_run(run_dir: Path, judge: str | None = None) -> dict[str, Any]:
     results = store.read_results()
     if not results:
         raise InputError(run_dir, "holds no results.json", "pass an OUT/<model> folder written by `wavllm-eval run`")
-    tasks = results.get("tasks")
-    if not isinstance(tasks, dict):
-        raise InputError(store.results_path, "has no \"tasks\" object", "re-run, or restore the file `run` wrote")
+    tasks = check_results_shape(results, store.results_path)["tasks"]
     judged = [t for t, e in tasks.items() if isinstance(e, dict) and "judge" in e.get("settings", {})]
     if judged and judge is None:
         raise InputError(store.results_path, f"{', '.join(judged)} was scored with --judge",

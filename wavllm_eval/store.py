@@ -260,3 +260,13 @@ def _disk_error(path: Path, exc: OSError) -> InputError:
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return InputError(path, f"cannot write here ({exc.strerror})", "choose a writable --output-dir")
     return InputError(path, f"cannot write ({exc.strerror or exc})", "check the --output-dir")
+
+
+def check_results_shape(results: Any, path: Path) -> dict[str, Any]:
+    """`results` as `run` writes it (model {id}, tasks {id: entry}), else an input error naming `path`."""
+    if (not isinstance(results, dict) or not isinstance(results.get("model"), dict) or "id" not in results["model"]
+            or not isinstance(results.get("tasks"), dict)
+            or not all(isinstance(entry, dict) for entry in results["tasks"].values())):
+        raise InputError(path, "lacks the model {id} / tasks {id: entry} sections of a results.json",
+                         "pass a run folder written by `wavllm-eval run` (or re-run it)")
+    return results
