@@ -114,6 +114,9 @@ def test_bad_inputs_to_gate_report_and_run_are_one_line_errors(tmp_path, capsys)
         (broken / "results.json").write_text(json.dumps(results))
         one_line_error(capsys, main(["report", str(broken), "--output-dir", str(tmp_path / "r")]), "results.json")
         one_line_error(capsys, main(["score", str(broken)]), "results.json")
+    one_line_error(capsys, main(["report", str(base), "--output-dir", str(tmp_path / "r3"), "--format", ""]), "--format")
+    one_line_error(capsys, main(["gate", "--baseline", str(base), "--candidate", str(base), "--max-regression", "=0.3"]),
+                   "--max-regression")
     one_line_error(capsys, main(["run", "--tasks", "librispeech-test-clean", "--model", "pocketsphinx",
                                  "--output-dir", str(tmp_path / "o"), "--check-batch-invariance", "-1"]),
                    "--check-batch-invariance")

@@ -262,7 +262,10 @@ def report(
     """Leaderboard tables (Markdown, CSV, JSON, LaTeX, HTML) with CIs, paper rows and paired significance."""
     from wavllm_eval.reports.report import write_report
 
-    paths = write_report(run_dirs, output_dir, [f.strip() for f in formats.split(",") if f.strip()], reported)
+    chosen = [f.strip() for f in formats.split(",") if f.strip()]
+    if not chosen:
+        raise InputError("--format", "names no format", "e.g. --format md,csv,json,latex,html")
+    paths = write_report(run_dirs, output_dir, chosen, reported)
     for path in paths:
         stdout.print(str(path), highlight=False, soft_wrap=True)
 
@@ -326,7 +329,7 @@ def gate(
             overrides[metric] = float(value)
         except ValueError:
             sep = ""
-        if not sep:
+        if not sep or not metric.strip():
             raise InputError("--max-regression", f"expected METRIC=POINTS, got {item!r}", "e.g. --max-regression wer=0.3")
     outcome = run_gate(load_run(baseline), load_run(candidate),
                        GateConfig.from_file(config, overrides).with_variants(variants))
