@@ -51,7 +51,7 @@ class LibriSpeechASR(BaseTask):
     headlines = ("wer",)
     breakdown_keys = ("speaker", "duration_bucket")
     data_layout = "LibriSpeech/{split}/<speaker>/<chapter>/*.flac + <speaker>-<chapter>.trans.txt (OpenSLR 12), or a WavLLM asr.tsv"
-    size_hint = "the Hub copies AudioBench and AU-Harness use hold 2617 / 2935 utterances"
+    size_hint = "a partial or altered copy; the Hub copies AudioBench and AU-Harness use hold 2617 / 2935 utterances"
 
     def __init__(self, task_id: str) -> None:
         super().__init__(task_id)
