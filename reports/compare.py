@@ -7,9 +7,9 @@ Rows of each task's metrics are paired by sample id (only ids scored `ok` in bot
 - Every other metric: the same paired bootstrap (Koehn 2004 as sacreBLEU formulates it: one index
   matrix for both runs, the resampled absolute differences centred on their mean, counted with `>`),
   over our own seeded resamples.
-- WER additionally: the Wilcoxon signed-rank test on per-utterance error counts (scipy), a
-  distribution-free matched-pairs stand-in for NIST's MAPSSWE that needs no segment alignment; it
-  decides for WER.
+- WER additionally: the Wilcoxon signed-rank test on per-utterance error counts, exact under ties
+  (reports/signed_rank.py), a distribution-free matched-pairs stand-in for NIST's MAPSSWE that needs
+  no segment alignment; it decides for WER.
 """
 
 from __future__ import annotations
@@ -169,12 +169,9 @@ def _sacrebleu_paired_bs(metric: SacreMetric, base_rows: np.ndarray, cand_rows: 
 def _matched_pairs(metric: RowMetric, base_rows: np.ndarray, cand_rows: np.ndarray) -> float | None:
     if not metric.name.startswith("wer"):
         return None
-    from scipy.stats import wilcoxon
+    from wavllm_eval.reports.signed_rank import signed_rank_p
 
-    differences = cand_rows[:, 0] - base_rows[:, 0]  # per-utterance word errors
-    if not np.any(differences):
-        return 1.0
-    return float(wilcoxon(differences, zero_method="wilcox").pvalue)
+    return signed_rank_p(cand_rows[:, 0] - base_rows[:, 0])  # per-utterance word errors
 
 
 def _rows_for(metric: RowMetric, ids: list[str]) -> np.ndarray:

@@ -61,3 +61,55 @@ def test_identical_runs_are_never_a_significant_difference(tmp_path):
     assert any(c.p_value < 0.05 for c in comparisons)  # sacreBLEU's number for identical systems
     assert not any(c.significant for c in comparisons)
     assert not any(c.to_json()["significant"] for c in comparisons)
+
+
+def enumerated_signed_rank_p(differences) -> float:
+    """Every sign of the nonzero differences' mid-ranks, counted (the exact conditional null)."""
+    import itertools
+
+    from scipy.stats import rankdata
+
+    d = np.asarray(differences, dtype=float)
+    d = d[d != 0]
+    ranks = rankdata(np.abs(d))
+    observed = ranks[d > 0].sum()
+    sums = np.array([np.dot(signs, ranks) for signs in itertools.product((0, 1), repeat=d.size)])
+    return min(1.0, 2 * min(np.mean(sums <= observed + 1e-9), np.mean(sums >= observed - 1e-9)))
+
+
+@pytest.mark.parametrize("differences", [
+    [1, 1, 1, 1], [1, 1, 1, 1, 1], [1] * 7 + [-1], [1] * 9 + [-1, -1], [2, 1, 1, 1, 1, 1],
+    [3, -1, 2, 2, -2, 1, 1, 0, 0, 0], [1, -1, 2, -2, 3, 1, 1, 1, 2, 4, -1, 1, 1],
+])
+def test_signed_rank_p_is_exact_under_ties(differences):
+    """Per-utterance error differences are tied small integers; scipy's default falls back to the
+    normal approximation there (four +1: p 0.046 instead of 0.125, a 'significant' handful)."""
+    from wavllm_eval.reports.signed_rank import signed_rank_p
+
+    assert signed_rank_p(np.array(differences + [0] * 50)) == pytest.approx(enumerated_signed_rank_p(differences),
+                                                                           rel=1e-12)
+
+
+def test_signed_rank_p_equals_scipy_where_scipy_is_exact_or_approximate():
+    from scipy.stats import wilcoxon
+    from wavllm_eval.reports.signed_rank import EXACT_UP_TO, signed_rank_p
+
+    rng = np.random.default_rng(3)
+    for _ in range(5):  # no ties, no zeros: scipy's exact distribution
+        d = rng.permutation(np.arange(1, 16)) * rng.choice([-1, 1], 15)
+        assert signed_rank_p(d) == pytest.approx(wilcoxon(d, method="exact").pvalue, rel=1e-12)
+    many = rng.integers(-2, 3, 3 * EXACT_UP_TO)  # beyond the exact range: the tie-corrected normal approximation
+    assert signed_rank_p(many) == pytest.approx(wilcoxon(many, zero_method="wilcox", method="approx").pvalue)
+
+
+def test_four_differing_utterances_are_not_a_significant_wer_change(tmp_path):
+    """40 utterances, one word dropped in 4 of them: WER 0 -> 1 %, exact p = 2/16 = 0.125."""
+    refs = [f"word{i} " + " ".join(f"w{j}" for j in range(9)) for i in range(40)]
+    task = "librispeech-test-clean"
+    base = [Record(f"u{i:02d}", r.lower(), r.upper(), "ok", task=task) for i, r in enumerate(refs)]
+    cand = [Record(f"u{i:02d}", (r.rsplit(" ", 1)[0] if i < 4 else r).lower(), r.upper(), "ok", task=task)
+            for i, r in enumerate(refs)]
+    [comparison] = compare_runs(load_run(write_run(tmp_path / "a", "m", {task: base})),
+                                load_run(write_run(tmp_path / "b", "m", {task: cand})))
+    assert comparison.delta == pytest.approx(1.0)
+    assert comparison.p_matched_pairs == pytest.approx(0.125) and not comparison.significant
