@@ -88,6 +88,29 @@ class GateOutcome:
 MIN_GATE_SAMPLES = 30  # below this a paired test rarely detects anything: the gate warns
 
 
+def coverage(baseline: RunResult, candidate: RunResult, task_id: str) -> tuple[str | None, list[str]]:
+    """(why the candidate's samples cannot stand beside the baseline's, or None; notes). It must have
+    the task, on the same test set or a subset of it, and score every sample the baseline scored
+    there: pairing only the samples both scored would hide the candidate's failures."""
+    base_entry, cand_entry = baseline.tasks[task_id], candidate.tasks.get(task_id)
+    if cand_entry is None:
+        return "task missing from the candidate run", []
+    base_ids, cand_ids = baseline.sample_ids(task_id), candidate.sample_ids(task_id)
+    if base_ids == cand_ids:
+        if cand_entry["n_scored"] < base_entry["n_scored"]:
+            return f"candidate scored {cand_entry['n_scored']} samples, baseline {base_entry['n_scored']}", []
+        return None, []
+    if not cand_ids or not cand_ids < base_ids:
+        return "candidate ran on another test set (sample ids differ)", []
+    notes = [f"candidate ran {len(cand_ids)} of the baseline's {len(base_ids)} samples (a subset): "
+             "compared on the shared samples only"]
+    base_ok = sum(r.status == "ok" for r in baseline.records(task_id) if r.id in cand_ids)
+    cand_ok = sum(r.status == "ok" for r in candidate.records(task_id))
+    if cand_ok < base_ok:
+        return f"candidate scored {cand_ok} of its {len(cand_ids)} samples, the baseline {base_ok} of the same", notes
+    return None, notes
+
+
 def run_gate(baseline: RunResult, candidate: RunResult, config: GateConfig) -> GateOutcome:
     """Every headline metric of every baseline task is checked (SV accuracy and EER, ER WA and UA)."""
     checks: list[GateCheck] = []
@@ -99,43 +122,25 @@ def run_gate(baseline: RunResult, candidate: RunResult, config: GateConfig) -> G
 
         for base, task_ids in variant_groups(baseline).items():
             variant_tasks.update(task_ids)
+            # every variant covered as the per-task gate requires, or the mean is over other samples
+            lacking = [(t, why) for t in task_ids for why in [coverage(baseline, candidate, t)[0]] if why]
             for metric in baseline.headlines(task_ids[0]):
-                comparison = compare_variant_mean(baseline, candidate, base, metric)
-                if comparison is None:
+                comparison = None if lacking else compare_variant_mean(baseline, candidate, base, metric)
+                if lacking:
+                    checks.append(GateCheck(base, metric, "fail", "; ".join(f"{t}: {why}" for t, why in lacking),
+                                            None, config.threshold(metric)))
+                elif comparison is None:
                     checks.append(GateCheck(base, metric, "fail", "candidate lacks the prompt variants to average"))
                 else:
                     checks.append(_verdict(comparison, config, [f"mean over {len(task_ids)} instructions"]))
-    for task_id, base_entry in baseline.tasks.items():
+    for task_id in baseline.tasks:
         if task_id in variant_tasks:
             continue
         headlines = baseline.headlines(task_id)
-        cand_entry = candidate.tasks.get(task_id)
-        if cand_entry is None:
-            checks.extend(GateCheck(task_id, h, "fail", "task missing from the candidate run") for h in headlines)
-            continue
-        notes: list[str] = []
-        base_ids, cand_ids = baseline.sample_ids(task_id), candidate.sample_ids(task_id)
-        if base_ids != cand_ids:
-            if cand_ids and cand_ids < base_ids:
-                notes.append(f"candidate ran {len(cand_ids)} of the baseline's {len(base_ids)} samples "
-                             "(a subset): compared on the shared samples only")
-                # on that subset, the candidate must score every sample the baseline scored: pairing
-                # only the samples both scored would hide the candidate's failures
-                base_ok = sum(r.status == "ok" for r in baseline.records(task_id) if r.id in cand_ids)
-                cand_ok = sum(r.status == "ok" for r in candidate.records(task_id))
-                if cand_ok < base_ok:
-                    checks.extend(GateCheck(task_id, h, "fail", f"candidate scored {cand_ok} of its {len(cand_ids)} "
-                                            f"samples, the baseline {base_ok} of the same", None,
-                                            config.threshold(h), tuple(notes))
-                                  for h in headlines)
-                    continue
-            else:
-                checks.extend(GateCheck(task_id, h, "fail", "candidate ran on another test set (sample ids differ)")
-                              for h in headlines)
-                continue
-        elif cand_entry["n_scored"] < base_entry["n_scored"]:
-            checks.extend(GateCheck(task_id, h, "fail", f"candidate scored {cand_entry['n_scored']} samples, "
-                                    f"baseline {base_entry['n_scored']}") for h in headlines)
+        failure, notes = coverage(baseline, candidate, task_id)
+        if failure is not None:
+            checks.extend(GateCheck(task_id, h, "fail", failure, None, config.threshold(h), tuple(notes))
+                          for h in headlines)
             continue
         for metric in headlines:
             comparison = comparisons.get((task_id, metric))

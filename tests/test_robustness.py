@@ -64,3 +64,22 @@ def test_gate_on_the_mean_across_variants(tmp_path):
     # gated per variant, the same candidate's third variant (+5.9) fails
     assert main(["gate", "--baseline", str(base), "--candidate", str(one_variant_off), "--max-regression", "wer=3"]) == 1
     assert main([*gate[:-3], "--variants", "median", "--candidate", str(regressed)]) == 2
+
+
+def test_gate_on_the_mean_fails_a_candidate_that_lost_samples_or_a_variant(tmp_path):
+    """The mean mode keeps the per-task gate's coverage rules: a candidate whose samples failed in
+    every variant, or that lacks a variant, must not pass on the average of what is left."""
+    perfect = [r.lower() for r in REFS]
+    base = run_with_variants(tmp_path / "a", "m", [perfect, perfect, perfect], copies=15)
+    half_failed = {}
+    for k in (1, 2, 3):
+        task_id = TASK if k == 1 else f"{TASK}@p{k}"
+        half_failed[task_id] = [Record(f"u{i:03d}", p if i % 2 else "", r, "ok" if i % 2 else "failed",
+                                       "" if i % 2 else "audio file not found: x.flac", task=task_id)
+                                for i, (p, r) in enumerate(zip(perfect * 15, REFS * 15, strict=True))]
+    lossy = write_run(tmp_path / "b", "m", half_failed)
+    two_variants = run_with_variants(tmp_path / "c", "m", [perfect, perfect], copies=15)
+    gate = ["gate", "--baseline", str(base), "--variants", "mean"]
+    assert main([*gate, "--candidate", str(base)]) == 0
+    assert main([*gate, "--candidate", str(lossy)]) == 1
+    assert main([*gate, "--candidate", str(two_variants)]) == 1
