@@ -106,12 +106,17 @@ def compare_metric(task_id: str, base: RowMetric, cand: RowMetric, n_resamples: 
 
 
 def detectable_difference(deltas: np.ndarray, alpha: float = SIGNIFICANCE_LEVEL) -> float:
-    """The |Δ| above which the paired bootstrap's p falls below `alpha` on these resamples: the
-    (1 − alpha) quantile of the centred resampled |Δ| (see `koehn_p_value`)."""
+    """The smallest |Δ| whose paired-bootstrap p (see `koehn_p_value`) is below `alpha` on these
+    resamples: p = (#{centred > |Δ|} + 1) / (B + 1) < alpha allows at most ceil(alpha (B + 1) − 1) − 1
+    centred values above |Δ|, so it is the centred value of that rank from the top (inf: never)."""
     if deltas.size == 0:
         return float("nan")
     absolute = np.abs(deltas)
-    return float(np.quantile(absolute - absolute.mean(), 1 - alpha))
+    centred = np.sort(absolute - absolute.mean())[::-1]
+    allowed_above = int(np.ceil(alpha * (deltas.size + 1) - 1)) - 1
+    if allowed_above < 0 or allowed_above >= centred.size:
+        return float("inf")
+    return float(centred[allowed_above])
 
 
 def wilcoxon_min_nonzero(alpha: float = SIGNIFICANCE_LEVEL) -> int:

@@ -15,6 +15,7 @@ to a project's CI:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -165,7 +166,7 @@ def _verdict(comparison: PairedComparison, config: GateConfig, notes: list[str])
         if comparison.n_differing < needed:
             notes.append(f"only {comparison.n_differing} utterances' errors differ: the matched-pairs test cannot reach "
                          f"p < {config.alpha:g} with fewer than {needed}, whatever the size of the difference")
-    elif comparison.detectable == comparison.detectable:
+    elif math.isfinite(comparison.detectable):
         notes.append(f"smallest detectable difference at n = {comparison.n_paired}: about {comparison.detectable:.2f}")
     if worse_by > threshold and significant:
         verdict, reason = "fail", f"worse by {worse_by:.2f} > {threshold:g}, p = {p_value:.4f}"

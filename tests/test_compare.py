@@ -113,3 +113,14 @@ def test_four_differing_utterances_are_not_a_significant_wer_change(tmp_path):
                                 load_run(write_run(tmp_path / "b", "m", {task: cand})))
     assert comparison.delta == pytest.approx(1.0)
     assert comparison.p_matched_pairs == pytest.approx(0.125) and not comparison.significant
+
+
+@pytest.mark.parametrize("n_resamples", [1000, 999, 200])
+def test_detectable_difference_is_where_the_bootstrap_p_crosses_alpha(n_resamples):
+    from wavllm_eval.reports.compare import detectable_difference
+
+    deltas = np.random.default_rng(n_resamples).normal(0.3, 1.0, n_resamples)
+    x = detectable_difference(deltas, 0.05)
+    assert koehn_p_value(deltas, x) < 0.05
+    assert koehn_p_value(deltas, np.nextafter(x, -np.inf)) >= 0.05  # just below it, not yet significant
+    assert detectable_difference(deltas[:10], 0.05) == np.inf  # 10 resamples: p >= 1/11 always
