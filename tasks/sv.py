@@ -40,7 +40,11 @@ def _trial_label(record: Record) -> int:
 def _trial_score(record: Record) -> float:
     if len(record.choice_logprobs) != 2:
         raise ValueError(f"sample {record.id}: expected log-probs for {CHOICES}, got {record.choice_logprobs}")
-    return record.choice_logprobs[0] - record.choice_logprobs[1]
+    score = record.choice_logprobs[0] - record.choice_logprobs[1]
+    if score != score:  # both -inf (or a NaN given): no threshold can place it
+        raise InputError(f"sample {record.id}", f"log P(Yes), log P(No) = {list(record.choice_logprobs)}: the trial "
+                         "score is undefined", "check the model's candidate scores (a replay file's choice_logprobs)")
+    return score
 
 
 @register_task("voxceleb1-sv", group="sv")

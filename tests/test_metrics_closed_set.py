@@ -110,3 +110,25 @@ def test_roc_points_equal_sklearns_roc_curve(seed):
     assert equal_error_rate(scores, labels) == pytest.approx(100 * max(fpr[index], fnr[index]))
     costs = fnr * 0.01 + fpr * 0.99
     assert min_detection_cost(scores, labels, 0.01) == pytest.approx(costs.min() / 0.01)
+
+
+@pytest.mark.parametrize("labels", [[1, 0, 0, 1], [0, 1, 1, 0]])
+def test_tied_infinite_trial_scores_are_one_threshold(labels):
+    """log P(Yes) of -inf gives a score of -inf; tied infinite scores are one threshold, so the
+    numbers equal those of the same order with a finite stand-in, whatever the trial order."""
+    scores = np.array([np.inf, -np.inf, np.inf, -np.inf])
+    finite = np.array([1e300, -1e300, 1e300, -1e300])
+    labels = np.array(labels)
+    for p_target in (0.01, 0.05):
+        assert min_detection_cost(scores, labels, p_target) == min_detection_cost(finite, labels, p_target)
+    assert equal_error_rate(scores, labels) == equal_error_rate(finite, labels)
+
+
+def test_an_undefined_trial_score_is_named():
+    from wavllm_eval.errors import InputError
+    from wavllm_eval.registry import make_task
+
+    records = [Record("t1", "Yes", "Yes", "ok", choice_logprobs=(-np.inf, -np.inf)),
+               Record("t2", "No", "No", "ok", choice_logprobs=(-1.0, -0.5))]
+    with pytest.raises(InputError, match="sample t1"):
+        make_task("voxceleb1-sv").score(records)

@@ -23,7 +23,9 @@ def roc_points(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.n
     bootstrap's thousand EERs (`tests/test_metrics_closed_set.py` checks the equality)."""
     order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="mergesort")
     ordered, hits = np.asarray(scores, dtype=np.float64)[order], np.asarray(labels)[order] == 1
-    ends = np.r_[np.flatnonzero(np.diff(ordered)), ordered.size - 1]  # the last trial of each threshold
+    # the last trial of each threshold; a comparison, not np.diff, so tied infinite scores (inf - inf
+    # is NaN) stay one threshold
+    ends = np.r_[np.flatnonzero(ordered[1:] != ordered[:-1]), ordered.size - 1]
     tps = np.cumsum(hits)[ends].astype(np.float64)
     fps = (ends + 1) - tps
     if fps.size > 2:
