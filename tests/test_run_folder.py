@@ -115,3 +115,19 @@ def test_full_disk_in_a_run_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys
     assert rc == 2 and "no space left on the device" in err and "Traceback" not in err
     jsonl = tmp_path / "out/pocketsphinx/samples" / f"{TASK}.jsonl"
     assert not jsonl.exists() or jsonl.read_bytes() == b""
+
+
+def test_a_lock_file_planted_as_a_link_is_refused_and_its_target_untouched(tmp_path):
+    """A run folder from elsewhere whose .lock links to a file outside it: taking the lock used to
+    truncate that file and write a pid into it."""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious content\n")
+    store = SampleStore(tmp_path / "received")
+    store.run_dir.mkdir()
+    (store.run_dir / store.lock_name).symlink_to(victim)
+    with pytest.raises(InputError, match="symbolic link"), store.lock():
+        pass
+    assert victim.read_text() == "precious content\n"
+    (store.run_dir / store.lock_name).unlink()
+    with store.lock():  # an ordinary lock still works
+        assert (store.run_dir / store.lock_name).read_text() == str(os.getpid())

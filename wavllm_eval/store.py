@@ -117,7 +117,14 @@ class SampleStore:
 
         self.check_writable()
         path = self.run_dir / self.lock_name
-        handle = open(path, "a+", encoding="utf-8")
+        try:  # never through a link: a planted .lock -> elsewhere would have that file truncated
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0), 0o644)
+        except OSError as exc:
+            if path.is_symlink():
+                raise InputError(path, "is a symbolic link, not this run's lock file",
+                                 "delete it (the run folder may come from elsewhere), then run again") from exc
+            raise _disk_error(self.run_dir, exc) from exc
+        handle = os.fdopen(fd, "a+", encoding="utf-8")
         try:
             try:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
