@@ -147,6 +147,9 @@ def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
+    # labels are model ids and folder names, untrusted text: "$...$" in one must be drawn as written,
+    # not parsed as mathtext (a malformed formula made savefig raise, and the page was not written)
+    matplotlib.rcParams["text.parse_math"] = False
     import matplotlib.pyplot as plt
 
     return plt

@@ -108,8 +108,21 @@ def comparison_frame(comparisons: Sequence[PairedComparison], candidates: Sequen
                  "significant", "n"])
 
 
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # what a spreadsheet evaluates as a formula (OWASP)
+
+
+def _inert(cell: Any) -> Any:
+    """A text cell that a spreadsheet would run as a formula, prefixed with an apostrophe (shown as text)."""
+    return "'" + cell if isinstance(cell, str) and cell.startswith(_FORMULA_START) else cell
+
+
 def render_csv(table: pd.DataFrame) -> str:
-    return table.to_csv(index=False, float_format="%.6g", lineterminator="\n")
+    """Numbers stay numbers; text cells (model ids, labels) never start a formula."""
+    safe = table.copy()
+    for column in safe.columns:
+        if not pd.api.types.is_numeric_dtype(safe[column]) and not pd.api.types.is_bool_dtype(safe[column]):
+            safe[column] = safe[column].map(_inert)
+    return safe.to_csv(index=False, float_format="%.6g", lineterminator="\n")
 
 
 def render_json(table: pd.DataFrame, comparisons: Sequence[PairedComparison] = (),
@@ -169,7 +182,7 @@ def render_latex(table: pd.DataFrame, caption: str = "", label: str = "tab:wavll
     return "\n".join(lines) + "\n"
 
 
-_LATEX_SPECIAL = {"&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
+_LATEX_SPECIAL = {"[": "{[}", "]": "{]}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
                   "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "\\": r"\textbackslash{}",
                   "<": r"\textless{}", ">": r"\textgreater{}", "±": r"$\pm$", "†": r"$\dagger$", "—": "---",
                   "·": r"$\cdot$", "↑": r"$\uparrow$", "↓": r"$\downarrow$"}

