@@ -101,8 +101,8 @@ def read_jsonl(path: Path) -> dict[str, ReplayedAnswer]:
             continue
         try:
             line = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise InputError(f"{path}:{number}", f"not a JSON line ({exc})", "one JSON object per line") from exc
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+            raise InputError(f"{path}:{number}", f"not a JSON line ({str(exc)[:120]})", "one JSON object per line") from exc
         if not isinstance(line, dict) or "id" not in line:
             raise InputError(f"{path}:{number}", "expected an object with an `id`", "e.g. {\"id\": \"0\", \"prediction\": \"...\"}")
         text = next((line[c] for c in TEXT_COLUMNS if c in line), None)
@@ -121,6 +121,7 @@ def read_tsv(path: Path) -> dict[str, ReplayedAnswer]:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
         raise InputError(path, f"not UTF-8 text (byte {exc.start})", "re-save the file as UTF-8") from exc
+    csv.field_size_limit(max(csv.field_size_limit(), len(text) + 1))  # a run-away answer is data, not a crash
     reader = csv.DictReader(text.splitlines(), delimiter="\t", quoting=csv.QUOTE_NONE)
     column = next((c for c in TEXT_COLUMNS if c in (reader.fieldnames or [])), None)
     if "id" not in (reader.fieldnames or []) or column is None:

@@ -67,6 +67,8 @@ def load_run(path: Path) -> RunResult:
         raise InputError(results_path, f"not valid JSON ({exc.msg}, line {exc.lineno})", "re-run or re-score") from exc
     except UnicodeDecodeError as exc:
         raise InputError(results_path, f"not UTF-8 text ({exc.reason})", "re-run or re-score") from exc
+    except RecursionError as exc:
+        raise InputError(results_path, "nested too deeply to be a results.json", "re-run or re-score") from exc
     check_results_shape(results, results_path)
     return RunResult(results_path.parent, results, str(results["model"]["id"]))
 

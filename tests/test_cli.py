@@ -141,3 +141,41 @@ def test_a_typo_in_a_tasks_own_data_path_is_an_error_inside_a_group(tmp_path, ca
                str(tmp_path / "o"), "--data", f"librispeech-test-clean={tmp_path / 'nofile.tsv'}"])
     err = capsys.readouterr().err
     assert rc == 2 and "nofile.tsv" in err
+
+
+def test_malformed_run_files_are_one_line_errors(tmp_path, capsys):
+    """Valid JSON of the wrong shape, or nested past Python's recursion limit, named in one line
+    (these had been KeyError / AttributeError / RecursionError tracebacks, exit 1)."""
+    from tests.test_reports import make_run
+
+    base = make_run(tmp_path / "a", "m", ["hello world"] * 3)
+    good = json.loads((base / "results.json").read_text())
+    deep = "[" * 200_000 + "]" * 200_000
+    broken = tmp_path / "broken" / "m"
+    broken.mkdir(parents=True)
+    task = next(iter(good["tasks"]))
+    cases = [deep, json.dumps({**good, "tasks": {task: {}}}), json.dumps({**good, "meta": []}),
+             json.dumps({**good, "tasks": {task: {**good["tasks"][task], "metrics": {"wer": "abc"}}}})]
+    for text in cases:
+        (broken / "results.json").write_text(text)
+        one_line_error(capsys, main(["report", str(broken), "--output-dir", str(tmp_path / "r")]), "results.json")
+        one_line_error(capsys, main(["gate", "--baseline", str(base), "--candidate", str(broken)]), "results.json")
+        one_line_error(capsys, main(["score", str(broken)]), "results.json")
+    samples = next((base / "samples").glob("*.jsonl"))
+    samples.write_text(samples.read_text() + deep + "\n" + samples.read_text().splitlines()[0] + "\n")
+    one_line_error(capsys, main(["score", str(base)]), samples.name)
+
+
+def test_replay_files_with_deep_or_huge_lines_are_read_or_refused_in_one_line(tmp_path, capsys):
+    from wavllm_eval.model_zoo.replay import read_tsv
+
+    deep = tmp_path / "deep.jsonl"
+    deep.write_text("[" * 200_000 + "]" * 200_000 + "\n")
+    build_tree(tmp_path / "data")
+    rc = main(["run", "--tasks", "librispeech-test-clean", "--model", "replay", "--model-path", str(deep),
+               "--data-dir", str(tmp_path / "data"), "--output-dir", str(tmp_path / "o")])
+    err = capsys.readouterr().err  # the (partial test set) size warning, then the one error line
+    assert rc == 2 and "Traceback" not in err and "deep.jsonl:1" in err.strip().splitlines()[-1], err
+    long = tmp_path / "long.tsv"
+    long.write_text("id\tprediction\nu1\t" + "word " * 60_000 + "\n")  # a run-away 300 kB answer
+    assert len(read_tsv(long)["u1"].text) == 300_000

@@ -158,3 +158,16 @@ def test_a_judge_with_a_chat_template_is_prompted_through_it(tiny_llama, tmp_pat
         out = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=3,
                              pad_token_id=tokenizer.eos_token_id)
     assert verdict.raw == tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+
+
+def test_a_cache_entry_of_another_json_shape_is_asked_again(tmp_path):
+    from wavllm_eval.judge import Judge, JudgeItem
+
+    model = FakeJudgeModel(_reply)
+    judge = Judge(model, {"fingerprint": "fake-v1"}, tmp_path / "cache")
+    item = JudgeItem("What is the capital?", "Paris", "Paris")
+    first = judge.verdicts([item])
+    [entry] = list((tmp_path / "cache").rglob("*.json"))
+    entry.write_text("[1, 2]")  # valid JSON, not an entry
+    again = Judge(FakeJudgeModel(_reply), {"fingerprint": "fake-v1"}, tmp_path / "cache").verdicts([item])
+    assert [v.score for v in again] == [v.score for v in first]

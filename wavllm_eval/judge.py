@@ -94,7 +94,7 @@ class Judge:
             return None
         try:
             return str(json.loads(path.read_text(encoding="utf-8"))["raw"])
-        except (ValueError, KeyError):
+        except (ValueError, KeyError, TypeError, RecursionError):  # not JSON, or JSON of another shape
             log.warning("judge cache entry %s is unreadable; asking the judge again", path)
             return None
 

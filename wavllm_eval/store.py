@@ -56,8 +56,8 @@ class SampleStore:
         try:
             with gc_paused():
                 data = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise InputError(path, f"not valid JSON ({exc})", f"re-score the run: wavllm-eval score {self.run_dir}") from exc
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: absurd nesting
+            raise InputError(path, f"not valid JSON ({_short(exc)})", f"re-score the run: wavllm-eval score {self.run_dir}") from exc
         if not isinstance(data, dict) or not isinstance(data.get("metrics"), dict):
             raise InputError(path, "not a scores file", f"re-score the run: wavllm-eval score {self.run_dir}")
         return data
@@ -164,6 +164,8 @@ class SampleStore:
             raise InputError(self.results_path, f"not valid JSON ({exc.msg}, line {exc.lineno})", fix) from exc
         except UnicodeDecodeError as exc:
             raise InputError(self.results_path, f"not UTF-8 text ({exc.reason} at byte {exc.start})", fix) from exc
+        except RecursionError as exc:
+            raise InputError(self.results_path, "nested too deeply to be a results.json", fix) from exc
         if not isinstance(data, dict) or not isinstance(data.get("tasks", {}), dict):
             raise InputError(self.results_path, f"holds JSON {type(data).__name__}, not a results object", fix)
         return data
@@ -191,7 +193,8 @@ def read_records(path: Path) -> list[Record]:
             continue
         try:
             records.append(Record.from_json(json.loads(raw.decode("utf-8"))))
-        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, ValueError, TypeError, AttributeError) as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, ValueError, TypeError, AttributeError,
+                RecursionError) as exc:
             if number - 1 == last:  # no trailing newline: an interrupted write
                 break
             raise InputError(f"{path}:{number}", f"not a sample record ({_short(exc)})",
@@ -270,10 +273,20 @@ def _disk_error(path: Path, exc: OSError) -> InputError:
 
 
 def check_results_shape(results: Any, path: Path) -> dict[str, Any]:
-    """`results` as `run` writes it (model {id}, tasks {id: entry}), else an input error naming `path`."""
+    """`results` as `run` writes it (model {id}, tasks {id: entry with metrics and counts}, meta {}),
+    else an input error naming `path` and what is wrong: report, gate and score index these fields."""
+    fix = "pass a run folder written by `wavllm-eval run` (or re-run it)"
     if (not isinstance(results, dict) or not isinstance(results.get("model"), dict) or "id" not in results["model"]
-            or not isinstance(results.get("tasks"), dict)
-            or not all(isinstance(entry, dict) for entry in results["tasks"].values())):
-        raise InputError(path, "lacks the model {id} / tasks {id: entry} sections of a results.json",
-                         "pass a run folder written by `wavllm-eval run` (or re-run it)")
+            or not isinstance(results.get("tasks"), dict)):
+        raise InputError(path, "lacks the model {id} / tasks {id: entry} sections of a results.json", fix)
+    if not isinstance(results.get("meta", {}), dict):
+        raise InputError(path, "its meta section is not an object", fix)
+    for task_id, entry in results["tasks"].items():
+        metrics = entry.get("metrics") if isinstance(entry, dict) else None
+        if not isinstance(metrics, dict) or not all(
+                v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)) for v in metrics.values()):
+            raise InputError(path, f"task {task_id!r} has no metrics object of numbers", fix)
+        counts = ("n_total", "n_scored", "n_failed", "n_skipped")
+        if not all(isinstance(entry.get(c), int) and not isinstance(entry.get(c), bool) for c in counts):
+            raise InputError(path, f"task {task_id!r} lacks the sample counts {', '.join(counts)}", fix)
     return results
