@@ -67,19 +67,24 @@ def _weights() -> dict[str, torch.Tensor]:
 def _malicious(path: Path, marker: Path, kind: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = WritesMarker(marker) if kind != "exec" else ExecsPython(marker)
-    if kind == "raw-pickle":  # not torch.save's zip: the legacy path of torch.load
-        path.write_bytes(pickle.dumps({"model": _weights(), "cfg": payload}, protocol=2))
+    if kind.startswith("raw-pickle"):  # not torch.save's zip: the legacy path of torch.load
+        protocol = 4 if kind.endswith("4") else 2
+        path.write_bytes(pickle.dumps({"model": _weights(), "cfg": payload}, protocol=protocol))
     else:
         torch.save({"model": _weights(), "cfg": payload}, path)
     return path
 
 
-@pytest.mark.parametrize("kind", ["os-system", "exec", "raw-pickle"])
+@pytest.mark.parametrize("kind", ["os-system", "exec", "raw-pickle", "raw-pickle-4"])
 def test_malicious_checkpoint_is_refused_and_runs_nothing(tmp_path, kind):
+    import warnings
+
     marker = tmp_path / "MARKER"
     path = _malicious(tmp_path / "final.pt", marker, kind)
-    with pytest.raises(InputError) as caught:
+    with pytest.raises(InputError) as caught, warnings.catch_warnings(record=True) as warned:
+        warnings.simplefilter("always")
         load_checkpoint(path)
+    assert [str(w.message) for w in warned] == []  # the error is the one line (torch's protocol notes are not)
     message = str(caught.value)
     assert str(path) in message and "refused" in message and "wavllm-eval convert" in message
     assert "\n" not in message

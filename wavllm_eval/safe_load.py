@@ -26,6 +26,7 @@ import collections
 import pickle
 import re
 import struct
+import warnings
 import zipfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -105,16 +106,21 @@ def load_checkpoint(path: Path | str, trusted: bool = False) -> Mapping[str, Any
 
     is_zip = zipfile.is_zipfile(path)
     try:
-        if trusted:
-            state = torch.load(str(path), map_location="cpu", weights_only=False)
-        else:
-            with _allow_listed():
-                state = torch.load(str(path), map_location="cpu", weights_only=True, mmap=is_zip)
+        with warnings.catch_warnings():
+            # torch's notes on pickle protocols: the one error line below says what is wrong
+            warnings.simplefilter("ignore", UserWarning)
+            if trusted:
+                state = torch.load(str(path), map_location="cpu", weights_only=False)
+            else:
+                with _allow_listed():
+                    state = torch.load(str(path), map_location="cpu", weights_only=True, mmap=is_zip)
     except pickle.UnpicklingError as exc:
         blocked = _blocked_name(str(exc))
         if blocked is not None:
             raise InputError(path, f"refused to unpickle `{blocked}`: a checkpoint may hold only tensors "
                              "and known training-config objects", TRUST_FIX) from None
+        if not is_zip and _first_byte(path) == b"\x80":  # a pickle's PROTO opcode, without torch's framing
+            raise InputError(path, "refused to read a bare pickle (not a torch.save checkpoint)", TRUST_FIX) from None
         raise InputError(path, f"not a readable PyTorch checkpoint ({_unpickling_detail(str(exc))})",
                          "download it again; a partial or HTML download is not a checkpoint") from None
     except EOFError:
@@ -188,3 +194,8 @@ def _first_line(exc: BaseException) -> str:
     """The first sentence of an exception's message (torch's run on for a paragraph)."""
     lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
     return lines[0].split(". ")[0][:200] if lines else type(exc).__name__
+
+
+def _first_byte(path: Path) -> bytes:
+    with open(path, "rb") as handle:
+        return handle.read(1)
