@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -11,7 +10,7 @@ from typing import Any
 from wavllm_eval.errors import InputError
 from wavllm_eval.metrics.base import RowMetric
 from wavllm_eval.registry import make_task
-from wavllm_eval.store import RESULTS_FILE, SampleStore, check_results_shape
+from wavllm_eval.store import RESULTS_FILE, SampleStore, check_results_shape, parse_results_file
 from wavllm_eval.types import Record
 
 
@@ -61,15 +60,7 @@ def load_run(path: Path) -> RunResult:
     results_path = path / RESULTS_FILE if path.is_dir() else path
     if not results_path.is_file():
         raise InputError(path, "no results.json here", "pass OUT/<model> folders written by `wavllm-eval run`")
-    try:
-        results = json.loads(results_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise InputError(results_path, f"not valid JSON ({exc.msg}, line {exc.lineno})", "re-run or re-score") from exc
-    except UnicodeDecodeError as exc:
-        raise InputError(results_path, f"not UTF-8 text ({exc.reason})", "re-run or re-score") from exc
-    except RecursionError as exc:
-        raise InputError(results_path, "nested too deeply to be a results.json", "re-run or re-score") from exc
-    check_results_shape(results, results_path)
+    results = check_results_shape(parse_results_file(results_path, "re-run or re-score"), results_path)
     return RunResult(results_path.parent, results, str(results["model"]["id"]))
 
 

@@ -158,14 +158,7 @@ class SampleStore:
         if not self.results_path.exists():
             return {}
         fix = "delete it; `wavllm-eval run` rewrites it from the samples"
-        try:
-            data = json.loads(self.results_path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise InputError(self.results_path, f"not valid JSON ({exc.msg}, line {exc.lineno})", fix) from exc
-        except UnicodeDecodeError as exc:
-            raise InputError(self.results_path, f"not UTF-8 text ({exc.reason} at byte {exc.start})", fix) from exc
-        except RecursionError as exc:
-            raise InputError(self.results_path, "nested too deeply to be a results.json", fix) from exc
+        data = parse_results_file(self.results_path, fix)
         if not isinstance(data, dict) or not isinstance(data.get("tasks", {}), dict):
             raise InputError(self.results_path, f"holds JSON {type(data).__name__}, not a results object", fix)
         return data
@@ -270,6 +263,19 @@ def _disk_error(path: Path, exc: OSError) -> InputError:
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return InputError(path, f"cannot write here ({exc.strerror})", "choose a writable --output-dir")
     return InputError(path, f"cannot write ({exc.strerror or exc})", "check the --output-dir")
+
+
+def parse_results_file(path: Path, fix: str) -> Any:
+    """A results.json's JSON, or one input error naming the file: not JSON, not UTF-8, or nested past
+    the recursion limit."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise InputError(path, f"not valid JSON ({exc.msg}, line {exc.lineno})", fix) from exc
+    except UnicodeDecodeError as exc:
+        raise InputError(path, f"not UTF-8 text ({exc.reason} at byte {exc.start})", fix) from exc
+    except RecursionError as exc:
+        raise InputError(path, "nested too deeply to be a results.json", fix) from exc
 
 
 def check_results_shape(results: Any, path: Path) -> dict[str, Any]:
