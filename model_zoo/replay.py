@@ -102,7 +102,7 @@ def read_jsonl(path: Path) -> dict[str, ReplayedAnswer]:
         try:
             line = json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-            raise InputError(f"{path}:{number}", f"not a JSON line ({str(exc)[:120]})", "one JSON object per line") from exc
+            raise InputError(f"{path}:{number}", f"not a JSON line ({exc})", "one JSON object per line") from exc
         if not isinstance(line, dict) or "id" not in line:
             raise InputError(f"{path}:{number}", "expected an object with an `id`", "e.g. {\"id\": \"0\", \"prediction\": \"...\"}")
         text = next((line[c] for c in TEXT_COLUMNS if c in line), None)

@@ -124,13 +124,15 @@ def run_gate(baseline: RunResult, candidate: RunResult, config: GateConfig) -> G
         for base, task_ids in variant_groups(baseline).items():
             variant_tasks.update(task_ids)
             # every variant covered as the per-task gate requires, or the mean is over other samples
-            lacking = [(t, why) for t in task_ids for why in [coverage(baseline, candidate, t)[0]] if why]
+            reasons = {t: coverage(baseline, candidate, t)[0] for t in task_ids}
+            lacking = [(t, why) for t, why in reasons.items() if why]
             for metric in baseline.headlines(task_ids[0]):
-                comparison = None if lacking else compare_variant_mean(baseline, candidate, base, metric)
                 if lacking:
                     checks.append(GateCheck(base, metric, "fail", "; ".join(f"{t}: {why}" for t, why in lacking),
                                             None, config.threshold(metric)))
-                elif comparison is None:
+                    continue
+                comparison = compare_variant_mean(baseline, candidate, base, metric)
+                if comparison is None:
                     checks.append(GateCheck(base, metric, "fail", "candidate lacks the prompt variants to average"))
                 else:
                     checks.append(_verdict(comparison, config, [f"mean over {len(task_ids)} instructions"]))

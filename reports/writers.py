@@ -120,7 +120,7 @@ def render_csv(table: pd.DataFrame) -> str:
     """Numbers stay numbers; text cells (model ids, labels) never start a formula."""
     safe = table.copy()
     for column in safe.columns:
-        if not pd.api.types.is_numeric_dtype(safe[column]) and not pd.api.types.is_bool_dtype(safe[column]):
+        if not pd.api.types.is_numeric_dtype(safe[column]):  # bool columns count as numeric
             safe[column] = safe[column].map(_inert)
     return safe.to_csv(index=False, float_format="%.6g", lineterminator="\n")
 

@@ -96,10 +96,8 @@ def run(
     from wavllm_eval.runner import RunOptions
     from wavllm_eval.summary import results_table
 
-    _check_run_options(limit, device, dtype, max_new_tokens, prompt_variants, max_failed, batch_audio_s, attn)
-    if check_batch_invariance < 0:
-        raise InputError("--check-batch-invariance", f"must be 0 or more, got {check_batch_invariance}",
-                         "e.g. --check-batch-invariance 8 (samples per task rerun at batch size 1)")
+    _check_run_options(limit, device, dtype, max_new_tokens, prompt_variants, max_failed, batch_audio_s, attn,
+                       check_batch_invariance)
     adapter_cls = model_class(model)  # an unknown model is an error before any data is read
     if model_path is not None and not model_path.exists():
         raise InputError(model_path, "--model-path does not exist", "pass the folder that holds the model files")
@@ -163,7 +161,7 @@ def _is_task_id(name: str) -> bool:
 
 
 def _check_run_options(limit, device, dtype, max_new_tokens, prompt_variants, max_failed, batch_audio_s,
-                       attn="auto") -> None:
+                       attn="auto", check_batch_invariance=0) -> None:
     """Options are checked before anything loads (no torch import, no data read)."""
     from wavllm_eval.adapter import ATTENTION, DTYPES
 
@@ -183,6 +181,9 @@ def _check_run_options(limit, device, dtype, max_new_tokens, prompt_variants, ma
         raise InputError("--max-failed", f"is a fraction between 0 and 1, got {max_failed}", "e.g. --max-failed 0.01")
     if batch_audio_s is not None and batch_audio_s <= 0:
         raise InputError("--batch-audio-s", f"must be positive, got {batch_audio_s}", "e.g. --batch-audio-s 240")
+    if check_batch_invariance < 0:
+        raise InputError("--check-batch-invariance", f"must be 0 or more, got {check_batch_invariance}",
+                         "e.g. --check-batch-invariance 8 (samples per task rerun at batch size 1)")
 
 
 @app.command()
@@ -208,9 +209,7 @@ def score(
         if as_json:
             stdout.print_json(json.dumps(results["tasks"], allow_nan=False))
         else:
-            model = results.get("model")
-            stdout.print(results_table(str(model.get("id", run_dir.name)) if isinstance(model, dict) else run_dir.name,
-                                       results["tasks"]))
+            stdout.print(results_table(results["model"]["id"], results["tasks"]))  # its shape checked
         return
     if not task or predictions is None:
         raise InputError("score", "needs RUN_DIR, or --task and --predictions",

@@ -214,7 +214,7 @@ def rescore_run(run_dir: Path, judge: str | None = None) -> dict[str, Any]:
     if not results:
         raise InputError(run_dir, "holds no results.json", "pass an OUT/<model> folder written by `wavllm-eval run`")
     tasks = check_results_shape(results, store.results_path)["tasks"]
-    judged = [t for t, e in tasks.items() if isinstance(e, dict) and "judge" in e.get("settings", {})]
+    judged = [t for t, e in tasks.items() if "judge" in e.get("settings", {})]
     if judged and judge is None:
         raise InputError(store.results_path, f"{', '.join(judged)} was scored with --judge",
                          "re-score with `wavllm-eval score RUN_DIR --judge PATH` (the cached verdicts are reused)")
